@@ -1,0 +1,3 @@
+//! pgtransit: move a live PostgreSQL database to another cluster with logical replication.
+
+pub mod conn;
