@@ -103,8 +103,10 @@ impl Cluster {
         let system_bindir = match &opts.bindir {
             Some(dir) => dir.clone(),
             None => bindir::find_bindir().ok_or_else(|| {
-                err("no PostgreSQL server binaries found: install postgresql (Debian: \
-                     apt-get install postgresql-15) or set PGTRANSIT_PG_BINDIR")
+                err(
+                    "no PostgreSQL server binaries found: install postgresql (Debian: \
+                     apt-get install postgresql-15) or set PGTRANSIT_PG_BINDIR",
+                )
             })?,
         };
         let run_as = user::run_as().map_err(err)?;
@@ -121,8 +123,12 @@ impl Cluster {
         let bindir = if opts.hidden_extensions.is_empty() {
             system_bindir.clone()
         } else {
-            overlay::build(&system_bindir, &root.path().join("install"), &opts.hidden_extensions)
-                .map_err(err)?
+            overlay::build(
+                &system_bindir,
+                &root.path().join("install"),
+                &opts.hidden_extensions,
+            )
+            .map_err(err)?
         };
         std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755))
             .map_err(|e| err(format!("chmod sandbox folder: {e}")))?;
@@ -183,12 +189,20 @@ impl Cluster {
             Some(pw) => format!("{SUPERUSER}:{}", url_escape(pw)),
             None => SUPERUSER.to_string(),
         };
-        format!("postgresql://{auth}@127.0.0.1:{}/{}", self.port, url_escape(db))
+        format!(
+            "postgresql://{auth}@127.0.0.1:{}/{}",
+            self.port,
+            url_escape(db)
+        )
     }
 
     /// A libpq URL for `db` over TCP without any password (for `.pgpass` / PGPASSWORD tests).
     pub fn url_without_password(&self, db: &str) -> String {
-        format!("postgresql://{SUPERUSER}@127.0.0.1:{}/{}", self.port, url_escape(db))
+        format!(
+            "postgresql://{SUPERUSER}@127.0.0.1:{}/{}",
+            self.port,
+            url_escape(db)
+        )
     }
 
     /// A key=value connection string for `db` over the Unix socket (trusted, no password).
@@ -241,7 +255,8 @@ impl Cluster {
             if let Some(who) = self.run_as {
                 user::chown(&pwfile, who).map_err(|e| err(format!("chown pwfile: {e}")))?;
             }
-            cmd.arg("--auth-host=scram-sha-256").arg(format!("--pwfile={}", pwfile.display()));
+            cmd.arg("--auth-host=scram-sha-256")
+                .arg(format!("--pwfile={}", pwfile.display()));
             self.run(cmd, "initdb")?;
             let _ = std::fs::remove_file(pwfile);
         } else {
@@ -271,7 +286,11 @@ impl Cluster {
         // Replication connections over TCP (the hba check and the stream engine use them).
         let hba = self.data_dir().join("pg_hba.conf");
         let mut rules = std::fs::read_to_string(&hba).unwrap_or_default();
-        let method = if self.password.is_some() { "scram-sha-256" } else { "trust" };
+        let method = if self.password.is_some() {
+            "scram-sha-256"
+        } else {
+            "trust"
+        };
         rules.push_str(&format!("host replication all 127.0.0.1/32 {method}\n"));
         std::fs::write(&hba, rules).map_err(|e| err(format!("writing pg_hba.conf: {e}")))
     }

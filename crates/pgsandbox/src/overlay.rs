@@ -49,9 +49,9 @@ pub fn build(bindir: &Path, root: &Path, hidden: &[String]) -> Result<PathBuf, S
     for entry in std::fs::read_dir(share.join("extension")).map_err(io)? {
         let entry = entry.map_err(io)?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let is_hidden = hidden.iter().any(|h| {
-            name == format!("{h}.control") || name.starts_with(&format!("{h}--"))
-        });
+        let is_hidden = hidden
+            .iter()
+            .any(|h| name == format!("{h}.control") || name.starts_with(&format!("{h}--")));
         if !is_hidden {
             std::os::unix::fs::symlink(entry.path(), new_ext.join(&name)).map_err(io)?;
         }

@@ -10,7 +10,10 @@ fn starts_two_clusters_with_logical_wal_and_cleans_up() {
     assert_ne!(a.port(), b.port());
     assert_eq!(a.psql("postgres", "SHOW wal_level").unwrap(), "logical");
     assert_eq!(b.psql("postgres", "SHOW work_mem").unwrap(), "7MB");
-    assert_eq!(b.psql("postgres", "SHOW max_replication_slots").unwrap(), "32");
+    assert_eq!(
+        b.psql("postgres", "SHOW max_replication_slots").unwrap(),
+        "32"
+    );
     let dir = a.socket_dir();
     assert!(dir.exists());
     drop(a);
@@ -25,14 +28,20 @@ fn password_is_required_over_tcp() {
     // Over the socket the fixture loader needs no password.
     assert_eq!(c.psql("postgres", "SELECT 1").unwrap(), "1");
     let rules = c
-        .psql("postgres", "SELECT count(*) FROM pg_hba_file_rules WHERE auth_method = 'scram-sha-256'")
+        .psql(
+            "postgres",
+            "SELECT count(*) FROM pg_hba_file_rules WHERE auth_method = 'scram-sha-256'",
+        )
         .unwrap();
     assert_ne!(rules, "0");
 }
 
 #[test]
 fn hidden_extensions_are_not_available() {
-    let c = Builder::new().hide_extensions(&["pg_trgm"]).start().unwrap();
+    let c = Builder::new()
+        .hide_extensions(&["pg_trgm"])
+        .start()
+        .unwrap();
     let avail = |name: &str| {
         c.psql(
             "postgres",

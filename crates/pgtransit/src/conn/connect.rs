@@ -109,7 +109,10 @@ fn explain(
                  (SELECT pg_reload_conf())"
                     .into(),
             ),
-            "28000" => fail(msg, format!("check that role \"{user}\" exists and may log in")),
+            "28000" => fail(
+                msg,
+                format!("check that role \"{user}\" exists and may log in"),
+            ),
             "3D000" => fail(
                 msg,
                 format!(
@@ -146,7 +149,14 @@ fn explain(
         return fail(text, "enable ssl on the server or lower sslmode".into());
     }
     fail(
-        format!("{text}{}", if source.is_empty() { String::new() } else { format!(": {source}") }),
+        format!(
+            "{text}{}",
+            if source.is_empty() {
+                String::new()
+            } else {
+                format!(": {source}")
+            }
+        ),
         format!(
             "check that PostgreSQL runs on {}:{} and accepts connections from here \
              (listen_addresses, firewall)",
@@ -211,7 +221,10 @@ pub async fn connect_replication(spec: &ConnSpec) -> Result<(String, u32, String
                     spec.user()
                 )
             } else if msg.contains("REPLICATION") || msg.contains("permission") {
-                format!("ALTER ROLE \"{}\" REPLICATION;", spec.user().replace('"', "\"\""))
+                format!(
+                    "ALTER ROLE \"{}\" REPLICATION;",
+                    spec.user().replace('"', "\"\"")
+                )
             } else if msg.contains("password") || msg.contains("auth") {
                 "put the replication user's password in ~/.pgpass or PGPASSWORD".into()
             } else {

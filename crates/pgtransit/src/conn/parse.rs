@@ -128,14 +128,17 @@ impl ConnSpec {
                     format!("invalid connect_timeout \"{value}\": a number of seconds")
                 })?)
             }
-            "application_name" | "fallback_application_name" => {
-                self.application_name = Some(value)
-            }
+            "application_name" | "fallback_application_name" => self.application_name = Some(value),
             "options" => self.options = Some(value),
             "passfile" => self.passfile = Some(value),
             // Accepted and ignored: they do not change where or how we connect.
-            "target_session_attrs" | "keepalives" | "keepalives_idle" | "gssencmode"
-            | "channel_binding" | "client_encoding" | "sslcompression" => {}
+            "target_session_attrs"
+            | "keepalives"
+            | "keepalives_idle"
+            | "gssencmode"
+            | "channel_binding"
+            | "client_encoding"
+            | "sslcompression" => {}
             other => {
                 return Err(format!(
                     "unknown connection parameter \"{other}\" (see the libpq documentation, \
@@ -281,7 +284,10 @@ impl ConnSpec {
         add("sslrootcert", &self.sslrootcert);
         add("sslcert", &self.sslcert);
         add("sslkey", &self.sslkey);
-        add("connect_timeout", &self.connect_timeout.map(|t| t.to_string()));
+        add(
+            "connect_timeout",
+            &self.connect_timeout.map(|t| t.to_string()),
+        );
         add("application_name", &self.application_name);
         add("options", &self.options);
         add("passfile", &self.passfile);
@@ -294,6 +300,52 @@ impl ConnSpec {
             url.push_str(&parts.join("&"));
         }
         url
+    }
+
+    /// A key=value rendering of the fields that were given, password as `****` (for strings
+    /// the user wrote in that form, such as Pigsty's `sub_conn`).
+    pub fn masked_keyword_value(&self) -> String {
+        let q = |v: &str| {
+            if v.is_empty() || v.contains([' ', '\\', '\'']) {
+                format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+            } else {
+                v.to_string()
+            }
+        };
+        let mut parts = Vec::new();
+        let mut add = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                parts.push(format!("{k}={}", q(&v)));
+            }
+        };
+        add("host", self.host.clone());
+        add("port", self.port.map(|p| p.to_string()));
+        add("dbname", self.dbname.clone());
+        add("user", self.user.clone());
+        add(
+            "password",
+            self.password.as_ref().map(|_| "****".to_string()),
+        );
+        add("sslmode", self.sslmode.map(|m| m.as_str().to_string()));
+        add("sslrootcert", self.sslrootcert.clone());
+        add(
+            "connect_timeout",
+            self.connect_timeout.map(|t| t.to_string()),
+        );
+        add("application_name", self.application_name.clone());
+        parts.join(" ")
+    }
+
+    /// Mask a connection string in the form it was written (URL or key=value). A string that
+    /// does not parse is replaced entirely, since it might hold a password in any place.
+    pub fn mask_string(raw: &str) -> String {
+        match ConnSpec::parse(raw) {
+            Ok(spec) if raw.trim_start().starts_with("postgres") && raw.contains("://") => {
+                spec.masked()
+            }
+            Ok(spec) => spec.masked_keyword_value(),
+            Err(_) => "<unparsable connection string, hidden>".to_string(),
+        }
     }
 
     /// A key=value string with every effective setting and no password, for pg_dump and
@@ -414,7 +466,9 @@ fn parse_url(rest: &str) -> Result<ConnSpec, String> {
         None => authority,
     };
     if hostport.contains(',') {
-        return Err("several hosts in one URL are not supported: give the primary's address".into());
+        return Err(
+            "several hosts in one URL are not supported: give the primary's address".into(),
+        );
     }
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
         let (h, after) = v6
@@ -469,7 +523,9 @@ fn parse_keyword_value(input: &str) -> Result<ConnSpec, String> {
             chars.next();
         }
         if chars.next() != Some('=') {
-            return Err(format!("missing \"=\" after \"{key}\" in connection string"));
+            return Err(format!(
+                "missing \"=\" after \"{key}\" in connection string"
+            ));
         }
         while chars.peek().is_some_and(|c| c.is_whitespace()) {
             chars.next();
@@ -545,8 +601,9 @@ mod tests {
             "host=10.10.10.10 dbname=meta user=replicator password='it''s \\'x\\' y'",
         );
         assert!(s.is_err(), "'' is not an escape in libpq key=value strings");
-        let s = ConnSpec::parse("host=10.10.10.10 dbname = 'my db' user=replicator password='a\\'b c'")
-            .unwrap();
+        let s =
+            ConnSpec::parse("host=10.10.10.10 dbname = 'my db' user=replicator password='a\\'b c'")
+                .unwrap();
         assert_eq!(s.dbname.as_deref(), Some("my db"));
         assert_eq!(s.password.unwrap().expose(), "a'b c");
     }
@@ -568,7 +625,25 @@ mod tests {
     fn socket_host_in_query() {
         let s = ConnSpec::parse("postgresql:///meta?host=/var/run/postgresql&port=5433").unwrap();
         assert!(s.is_unix_socket());
-        assert_eq!(s.masked(), "postgresql://:5433/meta?host=%2Fvar%2Frun%2Fpostgresql");
+        assert_eq!(
+            s.masked(),
+            "postgresql://:5433/meta?host=%2Fvar%2Frun%2Fpostgresql"
+        );
+    }
+
+    #[test]
+    fn mask_string_keeps_form() {
+        assert_eq!(
+            ConnSpec::mask_string(
+                "host=10.0.0.1 dbname=meta user=replicator password=DBUser.Replicator"
+            ),
+            "host=10.0.0.1 dbname=meta user=replicator password=****"
+        );
+        assert_eq!(
+            ConnSpec::mask_string("postgres://a:b@h/d"),
+            "postgresql://a:****@h/d"
+        );
+        assert!(!ConnSpec::mask_string("host=x password='p w' junk").contains("p w"));
     }
 
     #[test]

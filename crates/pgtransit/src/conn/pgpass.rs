@@ -21,9 +21,7 @@ pub fn lookup(file: Option<&str>, host: &str, port: u16, db: &str, user: &str) -
     let text = std::fs::read_to_string(&path).ok()?;
     // libpq matches a socket connection against "localhost" as well as the socket path.
     let host_matches = |pattern: &str| {
-        pattern == "*"
-            || pattern == host
-            || (host.starts_with('/') && pattern == "localhost")
+        pattern == "*" || pattern == host || (host.starts_with('/') && pattern == "localhost")
     };
     let port = port.to_string();
     text.lines()

@@ -19,8 +19,8 @@ pub fn client_config(spec: &ConnSpec) -> Result<ClientConfig, String> {
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
     let root_file = spec.sslrootcert().or_else(|| {
-        let default = std::path::PathBuf::from(std::env::var_os("HOME")?)
-            .join(".postgresql/root.crt");
+        let default =
+            std::path::PathBuf::from(std::env::var_os("HOME")?).join(".postgresql/root.crt");
         default
             .exists()
             .then(|| default.to_string_lossy().into_owned())
@@ -70,9 +70,11 @@ fn load_roots(file: Option<&str>) -> Result<RootCertStore, String> {
             }
         }
         None => {
-            return Err("sslmode verify-ca/verify-full needs a root certificate: set sslrootcert \
+            return Err(
+                "sslmode verify-ca/verify-full needs a root certificate: set sslrootcert \
                         (a file, or \"system\") or create ~/.postgresql/root.crt"
-                .into())
+                    .into(),
+            )
         }
     }
     Ok(roots)

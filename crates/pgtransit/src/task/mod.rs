@@ -1,0 +1,146 @@
+//! The migration task: what to move, from where, to where, how. Read from a Pigsty task
+//! file (accepted unchanged) or from pgtransit's native YAML form; both resolve to [`Task`].
+
+mod error;
+mod native;
+mod objects;
+mod pigsty;
+mod show;
+
+use std::path::{Path, PathBuf};
+
+pub use error::TaskFileError;
+pub use native::to_native_yaml;
+pub use objects::{ObjectFilter, ObjectPattern};
+pub use pigsty::PigstyVars;
+pub use show::TaskView;
+
+use crate::conn::ConnSpec;
+
+/// Which engine moves the data (see DESIGN.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// pgtransit holds the slot, copies from its snapshot and applies the changes.
+    Stream,
+    /// PUBLICATION / SUBSCRIPTION on the servers (the Pigsty way).
+    Native,
+}
+
+/// The kbcli steps, each of which can be skipped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Steps {
+    pub precheck: bool,
+    pub init_struct: bool,
+    pub init_data: bool,
+    pub cdc: bool,
+}
+
+impl Default for Steps {
+    fn default() -> Self {
+        Steps {
+            precheck: true,
+            init_struct: true,
+            init_data: true,
+            cdc: true,
+        }
+    }
+}
+
+/// Where the task file came from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TaskSource {
+    Native,
+    /// A Pigsty task file; the variables are kept for the generated context folder.
+    Pigsty(Box<PigstyVars>),
+}
+
+/// A resolved task: every default filled in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Task {
+    pub name: String,
+    pub origin: TaskSource,
+    pub engine: Engine,
+    /// Admin connection to the source database.
+    pub source: ConnSpec,
+    /// Admin connection to the target database (optional for source-only checks).
+    pub target: Option<ConnSpec>,
+    /// The connection string the target's subscription uses to reach the source (native
+    /// engine), kept exactly as written or built.
+    pub sub_conn: String,
+    /// The role that replicates from the source.
+    pub replication_user: String,
+    pub publication: String,
+    pub subscription: String,
+    /// The logical replication slot on the source (PostgreSQL names it after the
+    /// subscription by default, and so do we).
+    pub slot: String,
+    pub objects: ObjectFilter,
+    pub steps: Steps,
+    /// Where `generate` writes the context folder.
+    pub context_dir: PathBuf,
+    pub table_jobs: u32,
+    pub index_jobs: u32,
+}
+
+impl Task {
+    /// Read a task file of either form.
+    pub fn load(path: &Path) -> Result<Task, TaskFileError> {
+        let text = std::fs::read_to_string(path).map_err(|e| TaskFileError {
+            file: path.display().to_string(),
+            line: None,
+            message: format!("cannot read the task file: {e}"),
+            hint: None,
+        })?;
+        Task::parse(&text, &path.display().to_string())
+    }
+
+    /// Parse task file text; `file` names it in messages.
+    pub fn parse(text: &str, file: &str) -> Result<Task, TaskFileError> {
+        if pigsty::looks_like_pigsty(text) {
+            pigsty::parse(text, file)
+        } else {
+            native::parse(text, file)
+        }
+    }
+
+    /// A task from command-line URLs.
+    pub fn from_urls(name: &str, source: &str, target: Option<&str>) -> Result<Task, String> {
+        let source = ConnSpec::parse(source).map_err(|e| format!("--source: {e}"))?;
+        let target = target
+            .map(ConnSpec::parse)
+            .transpose()
+            .map_err(|e| format!("--target: {e}"))?;
+        Ok(native::resolve_defaults(
+            name.to_string(),
+            source,
+            target,
+            native::NativeOptions::default(),
+            ObjectFilter::default(),
+            Steps::default(),
+            Engine::Stream,
+        ))
+    }
+}
+
+/// `~/` at the start of a path, as a shell would expand it.
+pub(crate) fn expand_home(p: &str) -> PathBuf {
+    match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(p),
+    }
+}
+
+/// A name usable inside a PostgreSQL identifier for slots: lower case letters, digits, `_`.
+pub(crate) fn slot_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
