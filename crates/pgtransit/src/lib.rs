@@ -1,4 +1,8 @@
 //! pgtransit: move a live PostgreSQL database to another cluster with logical replication.
 
+pub mod catalog;
+pub mod check;
 pub mod conn;
+pub mod quote;
 pub mod task;
+pub mod tools;

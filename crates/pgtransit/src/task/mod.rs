@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::TaskFileError;
 pub use native::to_native_yaml;
-pub use objects::{ObjectFilter, ObjectPattern};
+pub use objects::{is_internal_schema as objects_is_internal_schema, ObjectFilter, ObjectPattern};
 pub use pigsty::PigstyVars;
 pub use show::TaskView;
 

@@ -1,0 +1,157 @@
+//! Tables: kind, persistence, keys, replica identity, size, and the unique indexes that
+//! could serve as replica identity.
+
+use tokio_postgres::Client;
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TableInfo {
+    pub oid: u32,
+    pub schema: String,
+    pub name: String,
+    /// `r` ordinary, `p` partitioned.
+    pub kind: char,
+    /// `p` permanent, `u` unlogged, `t` temporary.
+    pub persistence: char,
+    pub is_partition: bool,
+    /// Has an inheritance parent that is not a partitioned table.
+    pub inherits: bool,
+    pub has_primary_key: bool,
+    /// `d` default, `n` nothing, `f` full, `i` index.
+    pub replica_identity: char,
+    /// The index used under REPLICA IDENTITY USING INDEX.
+    pub identity_index: Option<String>,
+    /// Constraint types present (`p`, `u`, `f`, `c`, `x`, `t`).
+    pub constraint_types: String,
+    pub size_bytes: i64,
+    pub size_pretty: String,
+    /// Extension that owns the table (e.g. postgis for spatial_ref_sys).
+    pub extension: Option<String>,
+    /// Unique indexes that satisfy REPLICA IDENTITY USING INDEX, best first.
+    pub candidates: Vec<IndexCandidate>,
+    /// Unique indexes that do not qualify, with the reason.
+    pub rejected: Vec<(String, String)>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct IndexCandidate {
+    pub name: String,
+    pub columns: Vec<String>,
+}
+
+impl TableInfo {
+    pub fn qualified(&self) -> String {
+        crate::quote::qualified(&self.schema, &self.name)
+    }
+}
+
+const TABLES_SQL: &str = r#"
+SELECT c.oid, n.nspname, c.relname, c.relkind::text, c.relpersistence::text, c.relispartition,
+       EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent
+               WHERE i.inhrelid = c.oid AND p.relkind = 'r') AS inherits,
+       EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'p') AS has_pk,
+       c.relreplident::text,
+       (SELECT ic.relname FROM pg_index ix JOIN pg_class ic ON ic.oid = ix.indexrelid
+         WHERE ix.indrelid = c.oid AND ix.indisreplident) AS identity_index,
+       coalesce((SELECT string_agg(DISTINCT k.contype::text, '' ORDER BY k.contype::text)
+                 FROM pg_constraint k WHERE k.conrelid = c.oid), '') AS constraint_types,
+       CASE WHEN c.relkind = 'p' THEN 0 ELSE pg_total_relation_size(c.oid) END AS size,
+       (SELECT e.extname FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
+         WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+           AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e') AS extension
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p')
+  AND c.relpersistence <> 't'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname !~ '^pg_toast'
+ORDER BY n.nspname, c.relname
+"#;
+
+/// Unique indexes with what disqualifies each from REPLICA IDENTITY USING INDEX.
+const UNIQUE_INDEXES_SQL: &str = r#"
+SELECT ix.indrelid, ic.relname,
+       ix.indisvalid, ix.indpred IS NOT NULL AS partial, ix.indexprs IS NOT NULL AS expression,
+       NOT ix.indimmediate AS deferrable,
+       ARRAY(SELECT a.attname FROM unnest(ix.indkey[0:ix.indnkeyatts - 1]) k(attnum)
+             JOIN pg_attribute a ON a.attrelid = ix.indrelid AND a.attnum = k.attnum) AS columns,
+       (SELECT bool_and(a.attnotnull) FROM unnest(ix.indkey[0:ix.indnkeyatts - 1]) k(attnum)
+             JOIN pg_attribute a ON a.attrelid = ix.indrelid AND a.attnum = k.attnum) AS all_not_null
+FROM pg_index ix JOIN pg_class ic ON ic.oid = ix.indexrelid
+JOIN pg_class c ON c.oid = ix.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE ix.indisunique AND NOT ix.indisprimary
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+ORDER BY ix.indrelid, ix.indnkeyatts, ic.relname
+"#;
+
+/// Every ordinary and partitioned table outside the system schemas, with its unique-index
+/// candidates for replica identity.
+pub async fn list_tables(client: &Client) -> Result<Vec<TableInfo>, tokio_postgres::Error> {
+    let mut tables: Vec<TableInfo> = client
+        .query(TABLES_SQL, &[])
+        .await?
+        .iter()
+        .map(|r| {
+            let size: i64 = r.get("size");
+            TableInfo {
+                oid: r.get(0),
+                schema: r.get(1),
+                name: r.get(2),
+                kind: first_char(r.get(3)),
+                persistence: first_char(r.get(4)),
+                is_partition: r.get(5),
+                inherits: r.get(6),
+                has_primary_key: r.get(7),
+                replica_identity: first_char(r.get(8)),
+                identity_index: r.get(9),
+                constraint_types: r.get(10),
+                size_bytes: size,
+                size_pretty: pretty_bytes(size),
+                extension: r.get(12),
+                candidates: vec![],
+                rejected: vec![],
+            }
+        })
+        .collect();
+    for r in client.query(UNIQUE_INDEXES_SQL, &[]).await? {
+        let relid: u32 = r.get(0);
+        let Some(t) = tables.iter_mut().find(|t| t.oid == relid) else {
+            continue;
+        };
+        let name: String = r.get(1);
+        let columns: Vec<String> = r.get(6);
+        let all_not_null: Option<bool> = r.get(7);
+        let reason = if !r.get::<_, bool>(2) {
+            Some("is not valid")
+        } else if r.get(3) {
+            Some("is partial (has a WHERE clause)")
+        } else if r.get(4) {
+            Some("is on an expression")
+        } else if r.get(5) {
+            Some("is deferrable")
+        } else if !all_not_null.unwrap_or(false) {
+            Some("has a nullable column")
+        } else {
+            None
+        };
+        match reason {
+            Some(why) => t.rejected.push((name, why.to_string())),
+            None => t.candidates.push(IndexCandidate { name, columns }),
+        }
+    }
+    Ok(tables)
+}
+
+fn first_char(s: String) -> char {
+    s.chars().next().unwrap_or('?')
+}
+
+/// Sizes as pg_size_pretty writes them.
+pub fn pretty_bytes(n: i64) -> String {
+    let units = ["bytes", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 10240.0 && u < units.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{} {}", v.round() as i64, units[u])
+}

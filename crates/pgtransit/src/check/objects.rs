@@ -1,0 +1,294 @@
+//! Objects that logical replication does not carry, or carries with care, and what
+//! pgtransit does about each.
+
+use tokio_postgres::Client;
+
+use super::{Context, Finding, Severity, Side};
+use crate::quote;
+use crate::task::objects_is_internal_schema as is_internal;
+
+const CHECK: &str = "objects";
+
+fn f(code: &'static str, sev: Severity, obj: String, msg: &str) -> Finding {
+    Finding::new(CHECK, code, sev, Side::Source, msg).object(obj)
+}
+
+/// Relations of a kind with a schema filter applied.
+async fn relations(
+    ctx: &Context<'_>,
+    sql: &str,
+) -> Result<Vec<(String, String)>, tokio_postgres::Error> {
+    Ok(ctx
+        .source
+        .query(sql, &[])
+        .await?
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+        .filter(|(s, n)| ctx.task.objects.includes_table(s, n))
+        .collect())
+}
+
+pub async fn check(ctx: &Context<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
+    let mut out = Vec::new();
+    let rel = |kind: &str| {
+        format!(
+            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind = '{kind}' ORDER BY 1, 2"
+        )
+    };
+    for (s, n) in relations(ctx, &rel("m")).await? {
+        out.push(f(
+            "objects.materialized-view",
+            Severity::Warning,
+            quote::qualified(&s, &n),
+            "materialized view: not replicated; pgtransit creates it with the schema and \
+             refreshes it on the target after the copy (REFRESH MATERIALIZED VIEW); refresh it \
+             again at switchover if it must be current",
+        ));
+    }
+    for (s, n) in relations(ctx, &rel("f")).await? {
+        out.push(f(
+            "objects.foreign-table",
+            Severity::Warning,
+            quote::qualified(&s, &n),
+            "foreign table: not replicated (its data lives elsewhere); its definition is copied \
+             with the schema, and the target needs the same foreign server, user mapping and \
+             network access",
+        ));
+    }
+    for t in ctx.selected() {
+        let name = t.qualified();
+        if t.persistence == 'u' {
+            out.push(f(
+                "objects.unlogged-table",
+                Severity::Warning,
+                name.clone(),
+                "unlogged table: writes to it produce no WAL, so it cannot be published; \
+                 pgtransit leaves it out of the publication and copies its rows once during \
+                 init-data; later changes are not carried",
+            ));
+        }
+        if t.kind == 'p' {
+            out.push(f(
+                "objects.partitioned-table",
+                Severity::Info,
+                name.clone(),
+                "partitioned table: published with publish_via_partition_root, so changes are \
+                 applied through the parent and the target may partition differently",
+            ));
+        }
+        if t.inherits {
+            out.push(f(
+                "objects.inheritance",
+                Severity::Warning,
+                name.clone(),
+                "inherits from another table: parent and child are published and copied each on \
+                 its own (COPY ... ONLY), so no row is copied twice; the hierarchy is recreated \
+                 with the schema",
+            ));
+        }
+        if let Some(ext) = &t.extension {
+            out.push(f(
+                "objects.extension-table",
+                Severity::Info,
+                name.clone(),
+                &format!(
+                    "belongs to extension {ext}: the extension creates and fills it on the \
+                     target, so its rows are not copied (rows added by users must be copied by hand)"
+                ),
+            ));
+        }
+    }
+    generated_columns(ctx, &mut out).await?;
+    sequences(ctx, &mut out).await?;
+    large_objects(ctx.source, &mut out).await?;
+    event_triggers(ctx.source, &mut out).await?;
+    timescale(ctx, &mut out).await?;
+    excluded(ctx, &mut out);
+    Ok(out)
+}
+
+async fn generated_columns(
+    ctx: &Context<'_>,
+    out: &mut Vec<Finding>,
+) -> Result<(), tokio_postgres::Error> {
+    let rows = ctx
+        .source
+        .query(
+            "SELECT n.nspname, c.relname, a.attname FROM pg_attribute a \
+             JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE a.attgenerated <> '' AND NOT a.attisdropped AND c.relkind IN ('r','p') \
+             ORDER BY 1, 2, 3",
+            &[],
+        )
+        .await?;
+    for r in rows {
+        let (s, t, col): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+        if ctx.task.objects.includes_table(&s, &t) {
+            out.push(f(
+                "objects.generated-column",
+                Severity::Info,
+                format!("{}.{}", quote::qualified(&s, &t), quote::ident(&col)),
+                "generated column: never copied or replicated; the target computes it",
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn sequences(ctx: &Context<'_>, out: &mut Vec<Finding>) -> Result<(), tokio_postgres::Error> {
+    let rows = ctx
+        .source
+        .query(
+            "SELECT n.nspname, c.relname, \
+                    (SELECT format('%s.%s', quote_ident(tn.nspname), quote_ident(tc.relname)) \
+                       || '.' || quote_ident(a.attname) \
+                     FROM pg_depend d JOIN pg_class tc ON tc.oid = d.refobjid \
+                     JOIN pg_namespace tn ON tn.oid = tc.relnamespace \
+                     JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid \
+                     WHERE d.objid = c.oid AND d.classid = 'pg_class'::regclass \
+                       AND d.deptype IN ('a', 'i') LIMIT 1) AS owner, \
+                    EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid \
+                            AND d.classid = 'pg_class'::regclass AND d.deptype = 'i') AS identity \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind = 'S' ORDER BY 1, 2",
+            &[],
+        )
+        .await?;
+    for r in rows {
+        let (s, n): (String, String) = (r.get(0), r.get(1));
+        if !ctx.task.objects.includes_schema(&s) {
+            continue;
+        }
+        let owner: Option<String> = r.get(2);
+        let identity: bool = r.get(3);
+        let what = match (&owner, identity) {
+            (Some(col), true) => format!("identity column {col}"),
+            (Some(col), false) => format!("sequence owned by {col}"),
+            _ => "sequence".to_string(),
+        };
+        out.push(f(
+            "objects.sequence",
+            Severity::Info,
+            quote::qualified(&s, &n),
+            &format!(
+                "{what}: values are not replicated; pgtransit reads them from the source at the \
+                 switchover fence and sets them on the target (copy-seq)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+async fn large_objects(
+    source: &Client,
+    out: &mut Vec<Finding>,
+) -> Result<(), tokio_postgres::Error> {
+    let n: i64 = source
+        .query_one("SELECT count(*) FROM pg_largeobject_metadata", &[])
+        .await?
+        .get(0);
+    if n > 0 {
+        out.push(
+            Finding::new(
+                CHECK,
+                "objects.large-object",
+                Severity::Warning,
+                Side::Source,
+                format!(
+                    "{n} large object(s): logical replication does not carry large objects; \
+                     pgtransit copies them during init-data, and changes after that are not \
+                     carried: stop writing large objects before switchover, or move them to bytea"
+                ),
+            )
+            .object("pg_largeobject"),
+        );
+    }
+    Ok(())
+}
+
+async fn event_triggers(
+    source: &Client,
+    out: &mut Vec<Finding>,
+) -> Result<(), tokio_postgres::Error> {
+    for r in source
+        .query(
+            "SELECT evtname, evtevent FROM pg_event_trigger ORDER BY 1",
+            &[],
+        )
+        .await?
+    {
+        let (name, event): (String, String) = (r.get(0), r.get(1));
+        out.push(f(
+            "objects.event-trigger",
+            Severity::Warning,
+            quote::ident(&name),
+            &format!(
+                "event trigger on {event}: copied with the schema only by a superuser; it does not \
+                 fire for replicated changes, and DDL it guards is not replicated"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+async fn timescale(ctx: &Context<'_>, out: &mut Vec<Finding>) -> Result<(), tokio_postgres::Error> {
+    let present: bool = ctx
+        .source
+        .query_one(
+            "SELECT to_regclass('_timescaledb_catalog.hypertable') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    if !present {
+        return Ok(());
+    }
+    for r in ctx
+        .source
+        .query(
+            "SELECT schema_name::text, table_name::text FROM _timescaledb_catalog.hypertable ORDER BY 1, 2",
+            &[],
+        )
+        .await?
+    {
+        let (s, n): (String, String) = (r.get(0), r.get(1));
+        if is_internal(&s) {
+            continue;
+        }
+        out.push(f(
+            "objects.hypertable",
+            Severity::Warning,
+            quote::qualified(&s, &n),
+            "TimescaleDB hypertable: its rows live in chunk tables in _timescaledb_internal, \
+             which are not published as the hypertable; create it on the target with \
+             create_hypertable() and copy it with the stream engine (which reads the chunks)",
+        ));
+    }
+    Ok(())
+}
+
+/// Tables left out by the task's object filter, grouped by schema so a forgotten schema
+/// stands out.
+fn excluded(ctx: &Context<'_>, out: &mut Vec<Finding>) {
+    let mut by_schema: std::collections::BTreeMap<&str, (usize, i64)> = Default::default();
+    for t in &ctx.tables {
+        if is_internal(&t.schema) || ctx.task.objects.includes_table(&t.schema, &t.name) {
+            continue;
+        }
+        let e = by_schema.entry(&t.schema).or_default();
+        e.0 += 1;
+        e.1 += t.size_bytes;
+    }
+    for (schema, (count, bytes)) in by_schema {
+        out.push(f(
+            "objects.excluded",
+            Severity::Info,
+            quote::ident(schema),
+            &format!(
+                "{count} table(s), {} excluded by the task's objects filter: not moved",
+                crate::catalog::pretty_bytes(bytes)
+            ),
+        ));
+    }
+}
