@@ -1,1 +1,151 @@
-fn main() {}
+//! The `pgtransit` command line.
+//!
+//! Exit codes (documented in the README):
+//! * 0 — success; for `check`, no error finding
+//! * 2 — usage error, bad task file, or a connection that could not be opened
+//! * 3 — `check` found at least one error finding
+//! * 1 — any other failure (a query failed, a sandbox could not start)
+
+mod check_cmd;
+mod demo;
+mod task_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "pgtransit",
+    version,
+    about = "Move a live PostgreSQL database to another cluster with logical replication",
+    after_help = "Exit codes: 0 ok, 1 failure, 2 usage/task file/connection error, 3 check found errors.\n\
+                  Passwords: from ~/.pgpass or PGPASSWORD; never printed."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the task comes from: a task file, or URLs on the command line.
+#[derive(clap::Args, Clone)]
+pub struct TaskArgs {
+    /// Task file (native YAML or a Pigsty migration task file)
+    #[arg(short = 't', long = "task", value_name = "FILE")]
+    pub task_file: Option<PathBuf>,
+    /// Source database (libpq URL or key=value string; PG* variables fill the gaps)
+    #[arg(long, value_name = "URL")]
+    pub source: Option<String>,
+    /// Target database (libpq URL or key=value string)
+    #[arg(long, value_name = "URL", alias = "sink")]
+    pub target: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Assess the source (and target) before a migration
+    Check(check_cmd::CheckArgs),
+    /// Task files: show how one resolves
+    #[command(subcommand)]
+    Task(task_cmd::TaskCommand),
+    /// Two local sandbox clusters with a sample database full of typical problems, checked
+    Demo(demo::DemoArgs),
+}
+
+/// An error for the user, with the exit code it maps to.
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+    pub fn other(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<pgtransit::conn::ConnectError> for Failure {
+    fn from(e: pgtransit::conn::ConnectError) -> Self {
+        Failure::usage(e.to_string())
+    }
+}
+
+impl From<pgtransit::task::TaskFileError> for Failure {
+    fn from(e: pgtransit::task::TaskFileError) -> Self {
+        Failure::usage(e.to_string())
+    }
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        let msg = match e.as_db_error() {
+            Some(db) => format!("query failed: {} ({})", db.message(), db.code().code()),
+            None => format!("query failed: {e}"),
+        };
+        Failure::other(msg)
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PGTRANSIT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Check(args) => check_cmd::run(args).await,
+            Command::Task(cmd) => task_cmd::run(cmd),
+            Command::Demo(args) => demo::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+/// Resolve the task from `-t FILE` or `--source/--target`.
+pub fn resolve_task(args: &TaskArgs) -> Result<pgtransit::task::Task, Failure> {
+    match (&args.task_file, &args.source) {
+        (Some(file), None) => {
+            let mut task = pgtransit::task::Task::load(file)?;
+            if let Some(t) = &args.target {
+                task.target = Some(
+                    pgtransit::conn::ConnSpec::parse(t)
+                        .map_err(|e| Failure::usage(format!("--target: {e}")))?,
+                );
+            }
+            Ok(task)
+        }
+        (None, Some(src)) => pgtransit::task::Task::from_urls("adhoc", src, args.target.as_deref())
+            .map_err(Failure::usage),
+        (Some(_), Some(_)) => Err(Failure::usage("give either -t FILE or --source, not both")),
+        (None, None) => Err(Failure::usage(
+            "no task: give -t FILE (native or Pigsty task file) or --source URL [--target URL]",
+        )),
+    }
+}

@@ -33,9 +33,9 @@ pub fn render_text(report: &Report, show_tables: bool) -> String {
             "table", "keys", "identity", "size", "status"
         ));
         for t in &report.tables {
-            let pad = w + t.table.len() - t.table.chars().count();
+            // Width counts characters, so unicode names line up.
             out.push_str(&format!(
-                "  {:<pad$}  {:<10}  {:<8}  {:>10}  {}\n",
+                "  {:<w$}  {:<10}  {:<8}  {:>10}  {}\n",
                 t.table, t.keys, t.identity, t.size, t.status
             ));
         }
@@ -62,7 +62,7 @@ pub fn render_text(report: &Report, show_tables: bool) -> String {
                 f.check,
                 f.side.label(),
                 obj,
-                f.message
+                f.message.replace('\n', "\n      ")
             ));
             if let Some(fix) = &f.fix {
                 for (i, line) in fix.lines().enumerate() {

@@ -172,14 +172,6 @@ pub fn check(ctx: &Context<'_>) -> (Vec<Finding>, Vec<TableRow>) {
     (findings, rows)
 }
 
-/// The fixes for every selected table that lacks a replica identity.
-pub fn fix_statements(ctx: &Context<'_>) -> Vec<String> {
-    ctx.selected()
-        .filter(|t| is_published(t) && lacks_identity(t))
-        .map(fix_statement)
-        .collect()
-}
-
 /// Run the fixes on the source, each in its own transaction with a short lock timeout so
 /// that a busy table is reported instead of blocking the application behind our lock.
 pub async fn apply_fixes(

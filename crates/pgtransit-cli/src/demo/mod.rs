@@ -1,0 +1,90 @@
+//! `pgtransit demo`: two sandbox clusters, a sample database with typical problems on the
+//! source, and the pre-migration check on it. It grows into the full migration as the
+//! engines land.
+
+use clap::Args;
+use pgsandbox::{Builder, Cluster};
+use pgtransit::check::Scope;
+use pgtransit::task::{ObjectPattern, Task};
+
+use crate::{check_cmd, Failure};
+
+/// The sample database, loaded into the source.
+pub const SAMPLE_SQL: &str = include_str!("sample.sql");
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Print the check report as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+/// Source and target sandboxes with the sample database loaded on the source and an empty
+/// database of the same name on the target, which lacks the pg_trgm extension.
+pub fn start_clusters(db: &str) -> Result<(Cluster, Cluster), Failure> {
+    let sandbox = |b: Builder, what: &str| {
+        b.start()
+            .map_err(|e| Failure::other(format!("starting the {what} sandbox: {e}")))
+    };
+    let password = format!("demo-{}-{}", std::process::id(), nanos());
+    let source = sandbox(Builder::new().password(&password), "source")?;
+    let target = sandbox(
+        Builder::new()
+            .password(&password)
+            .hide_extensions(&["pg_trgm"]),
+        "target",
+    )?;
+    for c in [&source, &target] {
+        c.create_database(db)
+            .map_err(|e| Failure::other(e.to_string()))?;
+    }
+    source
+        .psql(db, SAMPLE_SQL)
+        .map_err(|e| Failure::other(format!("loading the sample database: {e}")))?;
+    Ok((source, target))
+}
+
+fn nanos() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+}
+
+pub async fn run(args: DemoArgs) -> Result<u8, Failure> {
+    let say = |s: &str| {
+        if !args.json {
+            println!("{s}")
+        }
+    };
+    say("pgtransit demo: starting two PostgreSQL sandboxes (source, target) ...");
+    let (source, target) = start_clusters("shop")?;
+    say(&format!(
+        "  source  127.0.0.1:{} (PostgreSQL from {})\n  target  127.0.0.1:{} (same build, without pg_trgm)\n  loaded the sample database \"shop\" on the source\n",
+        source.port(),
+        source.bindir().display(),
+        target.port()
+    ));
+    let mut task = Task::from_urls("demo", &source.url("shop"), Some(&target.url("shop")))
+        .map_err(Failure::usage)?;
+    task.objects
+        .exclude
+        .push(ObjectPattern::parse("scratch").map_err(Failure::usage)?);
+
+    say("$ pgtransit check all\n");
+    let report = check_cmd::run_checks(&task, &Scope::ALL, false, false, args.json).await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| Failure::other(e.to_string()))?
+        );
+        return Ok(0);
+    }
+    print!("{}", pgtransit::check::render_text(&report, true));
+
+    say("\n$ pgtransit check replica-identity --fix --apply\n");
+    let fixed = check_cmd::run_checks(&task, &[Scope::ReplicaIdentity], true, true, false).await?;
+    print!("{}", pgtransit::check::render_text(&fixed, true));
+    say("\nThe demo clusters are stopped and removed now.");
+    Ok(0)
+}

@@ -1,0 +1,48 @@
+//! `pgtransit task show`.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use pgtransit::task::{Task, TaskView};
+
+use crate::Failure;
+
+#[derive(Subcommand)]
+pub enum TaskCommand {
+    /// Print the resolved task (every default filled in, passwords masked)
+    Show {
+        #[arg(short = 't', long = "task", value_name = "FILE")]
+        task_file: PathBuf,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+        /// Print the task as a native task file instead (without passwords)
+        #[arg(long, conflicts_with = "json")]
+        native: bool,
+    },
+}
+
+pub fn run(cmd: TaskCommand) -> Result<u8, Failure> {
+    match cmd {
+        TaskCommand::Show {
+            task_file,
+            json,
+            native,
+        } => {
+            let task = Task::load(&task_file)?;
+            let view = TaskView::of(&task);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&view)
+                        .map_err(|e| Failure::other(e.to_string()))?
+                );
+            } else if native {
+                print!("{}", pgtransit::task::to_native_yaml(&task));
+            } else {
+                print!("{}", view.to_text());
+            }
+            Ok(0)
+        }
+    }
+}
