@@ -82,16 +82,12 @@ pub async fn run_checks(
     if !fix {
         return Ok(report);
     }
-    let ctx_tables = pgtransit::catalog::list_tables(&source).await?;
-    let statements: Vec<String> = ctx_tables
+    // Each missing-identity finding carries its fix statement.
+    let statements: Vec<String> = report
+        .findings
         .iter()
-        .filter(|t| task.objects.includes_table(&t.schema, &t.name))
-        .filter(|t| {
-            report.findings.iter().any(|f| {
-                f.code == "replica-identity.missing" && f.object.as_deref() == Some(&t.qualified())
-            })
-        })
-        .map(check::fix_statement)
+        .filter(|f| f.code == "replica-identity.missing")
+        .filter_map(|f| f.fix.clone())
         .collect();
     let say = |s: String| {
         if quiet {

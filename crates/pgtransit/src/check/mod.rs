@@ -16,7 +16,7 @@ use tokio_postgres::Client;
 
 pub use finding::{Finding, Severity, Side};
 pub use render::render_text;
-pub use replica_identity::{apply_fixes, fix_statement, TableRow};
+pub use replica_identity::{apply_fixes, TableRow};
 
 use crate::catalog::{self, TableInfo};
 use crate::task::Task;

@@ -70,7 +70,7 @@ fn is_published(t: &TableInfo) -> bool {
 }
 
 /// The statement that gives `t` a replica identity, with a comment that explains the choice.
-pub fn fix_statement(t: &TableInfo) -> String {
+fn fix_statement(t: &TableInfo) -> String {
     let table = t.qualified();
     if t.has_primary_key {
         return format!("ALTER TABLE {table} REPLICA IDENTITY DEFAULT;  -- use the primary key");
