@@ -137,6 +137,9 @@ fn explain(
                 .into(),
         );
     }
+    if text.contains("server does not support TLS") {
+        return fail(text, "enable ssl on the server or lower sslmode".into());
+    }
     if text.contains("TLS") || text.contains("tls") || source.contains("certificate") {
         return fail(
             format!("TLS failed: {text} {source}").trim().to_string(),
@@ -144,9 +147,6 @@ fn explain(
              certificate to name the host)"
                 .into(),
         );
-    }
-    if text.contains("server does not support TLS") {
-        return fail(text, "enable ssl on the server or lower sslmode".into());
     }
     fail(
         format!(
