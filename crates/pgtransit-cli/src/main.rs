@@ -5,9 +5,12 @@
 //! * 2 — usage error, bad task file, or a connection that could not be opened
 //! * 3 — `check` found at least one error finding
 //! * 1 — any other failure (a query failed, a sandbox could not start)
+//! * 3 — also `diff` found a difference
+//! * 4 — a step refused to overwrite data or an object it does not own
 
 mod check_cmd;
 mod demo;
+mod native_cmd;
 mod task_cmd;
 
 use std::path::PathBuf;
@@ -20,7 +23,8 @@ use clap::{Parser, Subcommand};
     name = "pgtransit",
     version,
     about = "Move a live PostgreSQL database to another cluster with logical replication",
-    after_help = "Exit codes: 0 ok, 1 failure, 2 usage/task file/connection error, 3 check found errors.\n\
+    after_help = "Exit codes: 0 ok, 1 failure, 2 usage/task file/connection error, 3 check or diff found errors,\n\
+                  4 refused (would overwrite data or an object this task does not own).\n\
                   Passwords: from ~/.pgpass or PGPASSWORD; never printed."
 )]
 struct Cli {
@@ -49,6 +53,26 @@ enum Command {
     /// Task files: show how one resolves
     #[command(subcommand)]
     Task(task_cmd::TaskCommand),
+    /// Native engine: load the source schema into the target (pre-data, post-data, all)
+    CopySchema(native_cmd::CopySchemaArgs),
+    /// Native engine: create the publication on the source
+    CreatePub(native_cmd::StepArgs),
+    /// Native engine: create the subscription on the target
+    CreateSub(native_cmd::StepArgs),
+    /// Native engine: add tables created on the source since create-pub
+    Refresh(native_cmd::StepArgs),
+    /// Native engine: per-table sync state, copy progress, lag and errors
+    #[command(alias = "copy-progress")]
+    Progress(native_cmd::ProgressArgs),
+    /// Exact row counts and sequence values on both sides, PASS/FAIL per object
+    #[command(alias = "copy-diff")]
+    Diff(native_cmd::DiffArgs),
+    /// Set the target's sequences from the source, shifted by N in each one's direction
+    CopySeq(native_cmd::CopySeqArgs),
+    /// Native engine: drop the subscription and its slot (works with the source down)
+    DropSub(native_cmd::StepArgs),
+    /// Native engine: drop the publication
+    DropPub(native_cmd::StepArgs),
     /// Two local sandbox clusters with a sample database full of typical problems, checked
     Demo(demo::DemoArgs),
 }
@@ -117,6 +141,15 @@ fn main() -> ExitCode {
             Command::Check(args) => check_cmd::run(args).await,
             Command::Task(cmd) => task_cmd::run(cmd),
             Command::Demo(args) => demo::run(args).await,
+            Command::CopySchema(a) => native_cmd::copy_schema(a).await,
+            Command::CreatePub(a) => native_cmd::create_pub(a).await,
+            Command::CreateSub(a) => native_cmd::create_sub(a).await,
+            Command::Refresh(a) => native_cmd::refresh(a).await,
+            Command::Progress(a) => native_cmd::progress(a).await,
+            Command::Diff(a) => native_cmd::diff(a).await,
+            Command::CopySeq(a) => native_cmd::copy_seq(a).await,
+            Command::DropSub(a) => native_cmd::drop_sub(a).await,
+            Command::DropPub(a) => native_cmd::drop_pub(a).await,
         }
     });
     match result {

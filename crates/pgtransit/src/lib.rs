@@ -3,6 +3,7 @@
 pub mod catalog;
 pub mod check;
 pub mod conn;
+pub mod native;
 pub mod quote;
 pub mod task;
 pub mod tools;

@@ -76,9 +76,85 @@ impl ObjectFilter {
         }
         self.include.is_empty() || self.include.iter().any(|p| glob(&p.schema, schema))
     }
+
+    /// The same selection as [`ObjectFilter::includes_table`], as a SQL condition over the
+    /// columns `schema_col` and `table_col` (e.g. `n.nspname`, `c.relname`), so a query on
+    /// either server and a generated script select exactly what pgtransit selects.
+    pub fn sql_table_condition(&self, schema_col: &str, table_col: &str) -> String {
+        let mut parts = vec![internal_schema_condition(schema_col)];
+        for p in &self.exclude {
+            parts.push(format!(
+                "NOT {}",
+                p.sql_condition(schema_col, Some(table_col))
+            ));
+        }
+        if !self.include.is_empty() {
+            let any: Vec<String> = self
+                .include
+                .iter()
+                .map(|p| p.sql_condition(schema_col, Some(table_col)))
+                .collect();
+            parts.push(format!("({})", any.join(" OR ")));
+        }
+        parts.join(" AND ")
+    }
+
+    /// The same selection as [`ObjectFilter::includes_schema`], as a SQL condition.
+    pub fn sql_schema_condition(&self, schema_col: &str) -> String {
+        let mut parts = vec![internal_schema_condition(schema_col)];
+        for p in self.exclude.iter().filter(|p| p.table.is_none()) {
+            parts.push(format!("NOT {}", p.sql_condition(schema_col, None)));
+        }
+        if !self.include.is_empty() {
+            let any: Vec<String> = self
+                .include
+                .iter()
+                .map(|p| format!("{schema_col} ~ {}", glob_regex(&p.schema)))
+                .collect();
+            parts.push(format!("({})", any.join(" OR ")));
+        }
+        parts.join(" AND ")
+    }
+}
+
+/// [`is_internal_schema`] in SQL.
+fn internal_schema_condition(col: &str) -> String {
+    format!(
+        "{col} <> 'information_schema' AND {col} !~ '^pg_' AND {col} !~ '^_timescaledb' \
+         AND {col} !~ '^timescaledb_' \
+         AND {col} NOT IN ('citus', 'citus_internal', 'columnar', 'columnar_internal')"
+    )
+}
+
+/// A glob as an anchored POSIX regular expression literal.
+fn glob_regex(glob: &str) -> String {
+    let mut re = String::from("^");
+    for c in glob.chars() {
+        match c {
+            '*' => re.push_str(".*"),
+            '?' => re.push('.'),
+            c if "\\.^$|()[]{}+".contains(c) => {
+                re.push('\\');
+                re.push(c);
+            }
+            c => re.push(c),
+        }
+    }
+    re.push('$');
+    crate::quote::literal(&re)
 }
 
 impl ObjectPattern {
+    /// This pattern as a SQL condition (see [`ObjectFilter::sql_table_condition`]).
+    fn sql_condition(&self, schema_col: &str, table_col: Option<&str>) -> String {
+        let schema = format!("{schema_col} ~ {}", glob_regex(&self.schema));
+        match (&self.table, table_col) {
+            (None, _) => format!("({schema})"),
+            (Some(t), Some(col)) => format!("({schema} AND {col} ~ {})", glob_regex(t)),
+            (Some(_), None) => "false".to_string(),
+        }
+    }
+
     fn matches(&self, schema: &str, table: Option<&str>) -> bool {
         if !glob(&self.schema, schema) {
             return false;
@@ -239,5 +315,27 @@ mod tests {
         }
         assert!(ObjectPattern::parse("a.b.c").is_err());
         assert!(ObjectPattern::parse("\"a.b").is_err());
+    }
+}
+
+#[cfg(test)]
+mod sql_tests {
+    use super::*;
+
+    #[test]
+    fn conditions_quote_and_anchor_globs() {
+        let f = ObjectFilter {
+            include: vec![ObjectPattern::parse("app.order_*").unwrap()],
+            exclude: vec![ObjectPattern::parse("\"It's\"").unwrap()],
+        };
+        let c = f.sql_table_condition("n.nspname", "c.relname");
+        assert!(
+            c.contains("n.nspname ~ '^app$' AND c.relname ~ '^order_.*$'"),
+            "{c}"
+        );
+        assert!(c.contains("NOT (n.nspname ~ '^It''s$')"), "{c}");
+        let s = f.sql_schema_condition("n.nspname");
+        assert!(s.contains("(n.nspname ~ '^app$')"), "{s}");
+        assert_eq!(glob_regex("a.b?"), "'^a\\.b.$'");
     }
 }

@@ -1,0 +1,372 @@
+//! The native engine's steps as commands: copy-schema, create-pub, create-sub, refresh,
+//! progress, diff, copy-seq, drop-sub, drop-pub. Each prints its plan with `--dry-run`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use pgtransit::catalog::pretty_bytes;
+use pgtransit::native::{self, Plan, SchemaOptions, Section, Session, StepError, StepErrorKind};
+use pgtransit::task::Task;
+
+use crate::{resolve_task, Failure, TaskArgs};
+
+impl From<StepError> for Failure {
+    fn from(e: StepError) -> Self {
+        let code = match e.kind {
+            StepErrorKind::Connect => 2,
+            StepErrorKind::Failed => 1,
+            StepErrorKind::Differences => 3,
+            StepErrorKind::Refused => 4,
+        };
+        Failure {
+            code,
+            message: e.message,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct StepArgs {
+    #[command(flatten)]
+    pub task: TaskArgs,
+    /// Print the actions (side and SQL) without running anything
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum SectionArg {
+    PreData,
+    PostData,
+    All,
+}
+
+#[derive(Args)]
+pub struct CopySchemaArgs {
+    #[command(flatten)]
+    pub step: StepArgs,
+    /// pre-data: tables, types, functions, sequences, primary keys and identity indexes
+    /// (before the data); post-data: the other indexes, foreign keys, triggers (after the
+    /// initial sync)
+    #[arg(long, value_enum, default_value = "pre-data")]
+    pub section: SectionArg,
+    /// Drop and recreate selected tables that already exist, empty, on the target
+    #[arg(long)]
+    pub clean: bool,
+    /// With --clean: even when they hold rows (the rows are lost)
+    #[arg(long, requires = "clean")]
+    pub force: bool,
+    /// Keep the dump and its lists in this folder (default: a temporary one)
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct ProgressArgs {
+    #[command(flatten)]
+    pub step: StepArgs,
+    /// Print again every 2 seconds until interrupted (or, with --wait, until complete)
+    #[arg(long)]
+    pub watch: bool,
+    /// Wait up to SECONDS for every table to be streaming; exit 1 if they are not
+    #[arg(long, value_name = "SECONDS")]
+    pub wait: Option<u64>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    pub step: StepArgs,
+    /// Seconds to wait for the subscription to catch up before counting
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub wait: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct CopySeqArgs {
+    #[command(flatten)]
+    pub step: StepArgs,
+    /// Move every sequence this much further in its own direction (down for descending ones)
+    #[arg(default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
+    pub shift: i64,
+}
+
+fn say(line: &str) {
+    println!("{line}");
+}
+
+fn dry_run(plan: Plan) -> Result<u8, Failure> {
+    print!("{plan}");
+    Ok(0)
+}
+
+fn session(task: &Task) -> Session<'_> {
+    Session::new(task, say)
+}
+
+pub async fn copy_schema(a: CopySchemaArgs) -> Result<u8, Failure> {
+    let task = resolve_task(&a.step.task)?;
+    let o = SchemaOptions {
+        section: match a.section {
+            SectionArg::PreData => Section::PreData,
+            SectionArg::PostData => Section::PostData,
+            SectionArg::All => Section::All,
+        },
+        clean: a.clean,
+        force: a.force,
+        workdir: a.workdir,
+    };
+    if a.step.dry_run {
+        return dry_run(native::plan_copy_schema(&task, &o));
+    }
+    say(&format!(
+        "copy-schema ({}): {} -> {}",
+        o.section.name(),
+        task.source.display(),
+        target_display(&task)
+    ));
+    native::copy_schema(&mut session(&task), &o).await?;
+    say("copy-schema: done");
+    Ok(0)
+}
+
+fn target_display(task: &Task) -> String {
+    task.target
+        .as_ref()
+        .map(|t| t.display())
+        .unwrap_or_else(|| "?".into())
+}
+
+pub async fn create_pub(a: StepArgs) -> Result<u8, Failure> {
+    let task = resolve_task(&a.task)?;
+    if a.dry_run {
+        return dry_run(native::plan_create_pub(&task));
+    }
+    say(&format!("create-pub on {}", task.source.display()));
+    native::create_pub(&mut session(&task)).await?;
+    Ok(0)
+}
+
+pub async fn create_sub(a: StepArgs) -> Result<u8, Failure> {
+    let task = resolve_task(&a.task)?;
+    if a.dry_run {
+        return dry_run(native::plan_create_sub(&task));
+    }
+    say(&format!("create-sub on {}", target_display(&task)));
+    native::create_sub(&mut session(&task)).await?;
+    Ok(0)
+}
+
+pub async fn refresh(a: StepArgs) -> Result<u8, Failure> {
+    let task = resolve_task(&a.task)?;
+    if a.dry_run {
+        return dry_run(native::plan_refresh(&task));
+    }
+    say("refresh: adding new source tables to the migration");
+    native::refresh(&mut session(&task)).await?;
+    Ok(0)
+}
+
+pub async fn copy_seq(a: CopySeqArgs) -> Result<u8, Failure> {
+    let task = resolve_task(&a.step.task)?;
+    if a.step.dry_run {
+        return dry_run(native::plan_copy_seq(&task, a.shift));
+    }
+    say(&format!("copy-seq (shift {}): source -> target", a.shift));
+    let n = native::copy_seq(&mut session(&task), a.shift).await?;
+    say(&format!("copy-seq: {n} sequence(s) set"));
+    Ok(0)
+}
+
+pub async fn drop_sub(a: StepArgs) -> Result<u8, Failure> {
+    let task = resolve_task(&a.task)?;
+    if a.dry_run {
+        return dry_run(native::plan_drop_sub(&task));
+    }
+    say(&format!("drop-sub on {}", target_display(&task)));
+    let out = native::drop_sub(&mut session(&task)).await?;
+    if let Some((left, sql)) = out.left_on_source {
+        say(&format!(
+            "\nWARNING: the subscription is gone, but the source could not be reached, so these remain on it \
+             and keep WAL there until dropped:\n{}\nRun this on the source database ({}) once it is back:\n\n{}",
+            left.iter().map(|l| format!("  - replication slot {l}")).collect::<Vec<_>>().join("\n"),
+            task.source.display(),
+            sql.trim()
+        ));
+    }
+    Ok(0)
+}
+
+pub async fn drop_pub(a: StepArgs) -> Result<u8, Failure> {
+    let task = resolve_task(&a.task)?;
+    if a.dry_run {
+        return dry_run(native::plan_drop_pub(&task));
+    }
+    say(&format!("drop-pub on {}", task.source.display()));
+    native::drop_pub(&mut session(&task)).await?;
+    Ok(0)
+}
+
+pub async fn progress(a: ProgressArgs) -> Result<u8, Failure> {
+    let task = resolve_task(&a.step.task)?;
+    if a.step.dry_run {
+        return dry_run(progress_plan(&task));
+    }
+    let start = Instant::now();
+    let mut s = Session::new(&task, |_| {});
+    loop {
+        let p = native::progress(&mut s).await?;
+        if a.json {
+            println!(
+                "{}",
+                serde_json::to_string(&p).map_err(|e| Failure::other(e.to_string()))?
+            );
+        } else {
+            print!("{}", render_progress(&p));
+        }
+        if !p.subscription_exists && a.wait.is_none() {
+            return Err(Failure::other(format!(
+                "subscription {} does not exist on the target: run create-sub first",
+                task.subscription
+            )));
+        }
+        if let Some(limit) = a.wait {
+            if p.complete {
+                return Ok(0);
+            }
+            if start.elapsed() >= Duration::from_secs(limit) {
+                return Err(Failure::other(format!(
+                    "not every table is streaming after {limit}s ({}/{} streaming)",
+                    p.streaming, p.total
+                )));
+            }
+        } else if !a.watch {
+            return Ok(0);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+fn progress_plan(task: &Task) -> Plan {
+    use pgtransit::check::Side;
+    use pgtransit::native::{sql, Action};
+    let inspect = |side, why: &str, q| Action::Inspect {
+        side,
+        why: why.into(),
+        sql: sql::for_task(q, task),
+    };
+    Plan {
+        step: "progress",
+        actions: vec![
+            inspect(Side::Target, "the subscription", sql::PROGRESS_SUBSCRIPTION),
+            inspect(Side::Target, "per-table sync state", sql::PROGRESS_TARGET),
+            inspect(Side::Source, "per-table source size", sql::PROGRESS_SOURCE),
+            inspect(Side::Source, "lag of the slot", sql::PROGRESS_LAG),
+        ],
+    }
+}
+
+fn render_progress(p: &native::Progress) -> String {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(vec!["table", "state", "copied", "source size", "%"]);
+    for r in &p.tables {
+        t.add_row(vec![
+            r.name.clone(),
+            r.state.clone(),
+            if r.state == "copying" {
+                pretty_bytes(r.copy_bytes)
+            } else {
+                pretty_bytes(r.target_bytes)
+            },
+            r.source_bytes
+                .map(pretty_bytes)
+                .unwrap_or_else(|| "-".into()),
+            format!("{:.0}", r.percent),
+        ]);
+    }
+    let lag = match (p.lag_bytes, p.lag_seconds) {
+        (Some(b), Some(s)) => format!("{} ({s:.1} s)", pretty_bytes(b)),
+        (Some(b), None) => pretty_bytes(b),
+        _ => "no slot".into(),
+    };
+    let mut out = format!("{t}\n");
+    out.push_str(&format!(
+        "total: {}/{} tables streaming, {:.0}% copied; lag {lag}; apply errors {}{}\n",
+        p.streaming,
+        p.total,
+        p.percent,
+        p.errors
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "n/a".into()),
+        if p.subscription_exists && !p.enabled {
+            "; SUBSCRIPTION DISABLED (an apply error? see the target's log)"
+        } else {
+            ""
+        }
+    ));
+    out
+}
+
+pub async fn diff(a: DiffArgs) -> Result<u8, Failure> {
+    let task = resolve_task(&a.step.task)?;
+    if a.step.dry_run {
+        use pgtransit::check::Side;
+        use pgtransit::native::{sql, Action};
+        return dry_run(Plan {
+            step: "diff",
+            actions: vec![
+                Action::Inspect {
+                    side: Side::Source,
+                    why: "wait until the slot confirms the current WAL position".into(),
+                    sql: sql::for_task(sql::PROGRESS_LAG, &task),
+                },
+                Action::Inspect {
+                    side: Side::Source,
+                    why: "build the count query, then run it on both sides".into(),
+                    sql: sql::for_task(sql::COUNT_QUERY, &task),
+                },
+                Action::Inspect {
+                    side: Side::Source,
+                    why: "sequence values, read on both sides".into(),
+                    sql: sql::for_task(sql::SEQUENCE_VALUES, &task),
+                },
+            ],
+        });
+    }
+    let report = native::diff(&mut session(&task), Duration::from_secs(a.wait)).await?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| Failure::other(e.to_string()))?
+        );
+    } else {
+        for r in &report.rows {
+            println!(
+                "[{}] {:<8} {}  source={} target={}{}",
+                if r.pass { "PASS" } else { "FAIL" },
+                r.kind,
+                r.name,
+                r.source.as_deref().unwrap_or("-"),
+                r.target.as_deref().unwrap_or("-"),
+                if r.note.is_empty() {
+                    String::new()
+                } else {
+                    format!("  ({})", r.note)
+                }
+            );
+        }
+        println!(
+            "diff: {} object(s), {} failed",
+            report.rows.len(),
+            report.failures()
+        );
+    }
+    Ok(if report.failures() > 0 { 3 } else { 0 })
+}

@@ -1,0 +1,201 @@
+//! Helpers shared by the end-to-end tests: sandbox pairs, the hard schema with pgbench
+//! tables, a live workload, and content comparison.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+use pgsandbox::{Builder, Cluster};
+
+pub const HARD_SQL: &str = include_str!("../fixtures/hard.sql");
+pub const WORKLOAD_SQL: &str = include_str!("../fixtures/workload.sql");
+pub const DB: &str = "shop";
+
+/// Every replicated table of the hard schema plus pgbench's.
+pub const TABLES: &[&str] = &[
+    "public.pgbench_accounts",
+    "public.pgbench_branches",
+    "public.pgbench_tellers",
+    "public.pgbench_history",
+    "\"My Schema\".\"Ünïcødé Tàble\"",
+    "public.events",
+    "_app.nokey",
+];
+
+pub struct Pair {
+    pub source: Cluster,
+    pub target: Cluster,
+}
+
+/// Two sandboxes; the source holds pgbench tables (scale 1) and the hard schema, the target
+/// an empty database.
+pub fn hard_pair() -> Pair {
+    let source = Builder::new().start().expect("source sandbox");
+    let target = Builder::new().start().expect("target sandbox");
+    source.create_database(DB).unwrap();
+    target.create_database(DB).unwrap();
+    let out = Command::new(source.client_program("pgbench"))
+        .args(["-i", "-s", "1", "-q", "--foreign-keys", "-h"])
+        .arg(source.socket_dir())
+        .args(["-p", &source.port().to_string(), "-U", "postgres", DB])
+        .output()
+        .expect("pgbench -i");
+    assert!(
+        out.status.success(),
+        "pgbench -i: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    source.psql(DB, HARD_SQL).expect("load the hard schema");
+    Pair { source, target }
+}
+
+/// pgbench (tpcb-like plus the hard-schema workload) against the source until killed.
+pub struct Workload(Child);
+
+impl Workload {
+    pub fn start(source: &Cluster, dir: &Path) -> Workload {
+        let script = dir.join("workload.sql");
+        std::fs::write(&script, WORKLOAD_SQL).unwrap();
+        let child = Command::new(source.client_program("pgbench"))
+            .args(["-n", "-c", "2", "-T", "600", "-b", "tpcb-like@4"])
+            .arg("-f")
+            .arg(format!("{}@1", script.display()))
+            .arg("-h")
+            .arg(source.socket_dir())
+            .args(["-p", &source.port().to_string(), "-U", "postgres", DB])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start pgbench");
+        Workload(child)
+    }
+
+    pub fn stop(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+    }
+}
+
+/// A hash over all rows of `table` in a total order.
+pub fn content_hash(c: &Cluster, table: &str) -> String {
+    c.psql(
+        DB,
+        &format!("SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t"),
+    )
+    .unwrap()
+    .trim()
+    .to_string()
+}
+
+/// name -> (last_value, increment) for every sequence.
+pub fn sequences(c: &Cluster) -> Vec<(String, Option<i64>, i64)> {
+    c.psql(
+        DB,
+        "SELECT format('%I.%I', schemaname, sequencename), coalesce(last_value::text, ''), increment_by \
+         FROM pg_sequences ORDER BY 1",
+    )
+    .unwrap()
+    .lines()
+    .map(|l| {
+        let f: Vec<&str> = l.split('|').collect();
+        (f[0].to_string(), f[1].parse().ok(), f[2].parse().unwrap())
+    })
+    .collect()
+}
+
+/// Publications, subscriptions and slots left on a cluster.
+pub fn leftovers(c: &Cluster) -> String {
+    c.psql(
+        DB,
+        "SELECT (SELECT count(*) FROM pg_publication) || ' ' || (SELECT count(*) FROM pg_subscription) \
+         || ' ' || (SELECT count(*) FROM pg_replication_slots)",
+    )
+    .unwrap()
+    .trim()
+    .to_string()
+}
+
+pub fn pgtransit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pgtransit"))
+        .args(args)
+        .output()
+        .expect("run pgtransit")
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Run pgtransit and require success.
+pub fn ok(args: &[&str]) -> String {
+    let o = pgtransit(args);
+    assert!(
+        o.status.success(),
+        "pgtransit {args:?} failed ({:?}):\n{}",
+        o.status.code(),
+        text(&o)
+    );
+    text(&o)
+}
+
+/// A native task file for the pair, with its context folder under `dir`.
+pub fn task_file(p: &Pair, dir: &Path, name: &str) -> std::path::PathBuf {
+    let file = dir.join(format!("{name}.yml"));
+    std::fs::write(
+        &file,
+        format!(
+            "name: {name}\nengine: native\nsource: {}\ntarget: {}\noptions:\n  context_dir: {}\n",
+            p.source.url(DB),
+            p.target.url(DB),
+            dir.join("ctx").display()
+        ),
+    )
+    .unwrap();
+    file
+}
+
+/// The end state every native flow must reach: equal content, sequences shifted by 1000
+/// in their direction (never-used ones unused), nothing left behind.
+pub fn assert_migrated(p: &Pair) {
+    for t in TABLES {
+        assert_eq!(
+            content_hash(&p.source, t),
+            content_hash(&p.target, t),
+            "content of {t}"
+        );
+    }
+    let src = sequences(&p.source);
+    let dst = sequences(&p.target);
+    assert_eq!(src.len(), dst.len());
+    for ((name, sv, inc), (dname, dv, _)) in src.iter().zip(dst.iter()) {
+        assert_eq!(name, dname);
+        match sv {
+            None => assert_eq!(*dv, None, "{name} was never used and must stay unused"),
+            Some(v) => assert_eq!(*dv, Some(v + 1000 * inc.signum()), "{name}"),
+        }
+    }
+    assert!(src
+        .iter()
+        .any(|(n, v, inc)| n == "public.desc_seq" && *inc < 0 && v.is_some()));
+    assert_eq!(
+        leftovers(&p.source),
+        "0 0 0",
+        "publications subscriptions slots on the source"
+    );
+    assert_eq!(
+        leftovers(&p.target),
+        "0 0 0",
+        "publications subscriptions slots on the target"
+    );
+}

@@ -1,0 +1,168 @@
+//! `diff` (Pigsty's `copy-diff`): exact row counts of every replicated table on both sides,
+//! and sequences from pg_sequences (Pigsty compared currval(), which fails in a new session
+//! and so always passed). A target sequence passes when it is at or beyond the source's in
+//! the sequence's own direction: it will not hand out a value the source has used.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::exec::{sql_error, Session, StepError};
+use super::sql;
+use crate::check::Side;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DiffRow {
+    /// table or sequence.
+    pub kind: &'static str,
+    pub name: String,
+    pub source: Option<String>,
+    pub target: Option<String>,
+    pub pass: bool,
+    pub note: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DiffReport {
+    /// Whether the subscription had confirmed the source's WAL position before counting.
+    pub caught_up: Option<bool>,
+    pub rows: Vec<DiffRow>,
+}
+
+impl DiffReport {
+    pub fn failures(&self) -> usize {
+        self.rows.iter().filter(|r| !r.pass).count()
+    }
+}
+
+/// Wait up to `wait` for the slot to confirm the source's current WAL position (when the
+/// slot exists), then compare.
+pub async fn diff(s: &mut Session<'_>, wait: Duration) -> Result<DiffReport, StepError> {
+    let task = s.task;
+    let caught_up = wait_for_catch_up(s, wait).await?;
+    let count_query: Option<String> = s
+        .generate(
+            Side::Source,
+            "building the count query",
+            &sql::for_task(sql::COUNT_QUERY, task),
+        )
+        .await?
+        .into_iter()
+        .next();
+    let mut rows = Vec::new();
+    if let Some(q) = count_query {
+        let (src, tgt) = s.both().await?;
+        let (a, b) = tokio::join!(src.query(q.as_str(), &[]), tgt.query(q.as_str(), &[]));
+        let a = a.map_err(|e| sql_error("counting rows (on the source)", e))?;
+        let b = b.map_err(|e| sql_error("counting rows (on the target)", e))?;
+        let target: BTreeMap<String, i64> = b.iter().map(|r| (r.get(0), r.get(1))).collect();
+        for r in &a {
+            let name: String = r.get(0);
+            let n: i64 = r.get(1);
+            let t = target.get(&name).copied();
+            rows.push(DiffRow {
+                kind: "table",
+                pass: t == Some(n),
+                note: match t {
+                    Some(t) if t == n => String::new(),
+                    Some(t) => format!("target has {:+} row(s)", t - n),
+                    None => "missing on the target".into(),
+                },
+                source: Some(n.to_string()),
+                target: t.map(|t| t.to_string()),
+                name,
+            });
+        }
+    }
+    let seq_sql = sql::for_task(sql::SEQUENCE_VALUES, task);
+    let (src, tgt) = s.both().await?;
+    let (a, b) = tokio::join!(
+        src.query(seq_sql.as_str(), &[]),
+        tgt.query(seq_sql.as_str(), &[])
+    );
+    let a = a.map_err(|e| sql_error("reading sequences (on the source)", e))?;
+    let b = b.map_err(|e| sql_error("reading sequences (on the target)", e))?;
+    let target: BTreeMap<String, Option<i64>> = b.iter().map(|r| (r.get(0), r.get(1))).collect();
+    for r in &a {
+        let name: String = r.get(0);
+        let sv: Option<i64> = r.get(1);
+        let ascending: bool = r.get(2);
+        let (pass, note, tv) = match target.get(&name) {
+            None => (false, "missing on the target".to_string(), None),
+            Some(tv) => {
+                let tv = *tv;
+                match (sv, tv) {
+                    (None, _) => (true, "never used on the source".into(), tv),
+                    (Some(_), None) => (false, "not set on the target: run copy-seq".into(), tv),
+                    (Some(a), Some(b)) => {
+                        let ahead = if ascending { b - a } else { a - b };
+                        if ahead >= 0 {
+                            (
+                                true,
+                                if ahead > 0 {
+                                    format!("target ahead by {ahead}")
+                                } else {
+                                    String::new()
+                                },
+                                tv,
+                            )
+                        } else {
+                            (
+                                false,
+                                format!("target behind by {}: run copy-seq", -ahead),
+                                tv,
+                            )
+                        }
+                    }
+                }
+            }
+        };
+        rows.push(DiffRow {
+            kind: "sequence",
+            name,
+            source: sv.map(|v| v.to_string()),
+            target: tv.map(|v| v.to_string()),
+            pass,
+            note,
+        });
+    }
+    Ok(DiffReport { caught_up, rows })
+}
+
+async fn wait_for_catch_up(s: &mut Session<'_>, wait: Duration) -> Result<Option<bool>, StepError> {
+    let lag_sql = sql::for_task(sql::PROGRESS_LAG, s.task);
+    let start = Instant::now();
+    let first = s.rows(Side::Source, "reading the slot", &lag_sql).await?;
+    let Some(row) = first.first() else {
+        return Ok(None);
+    };
+    let goal: String = row.get(1);
+    loop {
+        let rows = s.rows(Side::Source, "reading the slot", &lag_sql).await?;
+        let behind: bool = s
+            .client(Side::Source)
+            .await?
+            .query_one(
+                "SELECT coalesce(pg_wal_lsn_diff($1::text::pg_lsn, $2::text::pg_lsn) > 0, true)",
+                &[
+                    &goal,
+                    &rows.first().and_then(|r| r.get::<_, Option<String>>(2)),
+                ],
+            )
+            .await
+            .map_err(|e| sql_error("comparing positions", e))?
+            .get(0);
+        if !behind {
+            return Ok(Some(true));
+        }
+        if start.elapsed() >= wait {
+            s.say(&format!(
+                "  WARNING: the subscription has not confirmed the source position {goal} after {}s; counts may differ while changes are in flight",
+                wait.as_secs()
+            ));
+            return Ok(Some(false));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,205 @@
+//! Running plans: connections to both sides, opened when first needed, and the statement
+//! runner with psql's semantics.
+
+use std::fmt;
+
+use tokio_postgres::{Client, Row};
+
+use crate::check::Side;
+use crate::conn::{self, ConnSpec, ConnectError};
+use crate::task::Task;
+
+/// Why a step stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepErrorKind {
+    /// A side could not be reached (exit 2).
+    Connect,
+    /// A query or program failed (exit 1).
+    Failed,
+    /// Differences were found (`diff`, exit 3).
+    Differences,
+    /// The step refused to overwrite data or an object it does not own (exit 4).
+    Refused,
+}
+
+#[derive(Debug)]
+pub struct StepError {
+    pub kind: StepErrorKind,
+    pub message: String,
+}
+
+impl StepError {
+    pub fn failed(message: impl Into<String>) -> StepError {
+        StepError {
+            kind: StepErrorKind::Failed,
+            message: message.into(),
+        }
+    }
+    pub fn refused(message: impl Into<String>) -> StepError {
+        StepError {
+            kind: StepErrorKind::Refused,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for StepError {}
+
+impl From<ConnectError> for StepError {
+    fn from(e: ConnectError) -> Self {
+        StepError {
+            kind: StepErrorKind::Connect,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// A database error with the server's message and SQLSTATE, and what was being done.
+pub fn sql_error(what: &str, e: tokio_postgres::Error) -> StepError {
+    let detail = match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{} ({})", db.message(), db.code().code());
+            if let Some(d) = db.detail() {
+                s.push_str(&format!("\n  detail: {d}"));
+            }
+            if let Some(h) = db.hint() {
+                s.push_str(&format!("\n  hint: {h}"));
+            }
+            s
+        }
+        None => e.to_string(),
+    };
+    StepError::failed(format!("{what}: {detail}"))
+}
+
+type Say = Box<dyn Fn(&str) + Send + Sync>;
+
+/// The task and its open connections.
+pub struct Session<'t> {
+    pub task: &'t Task,
+    source: Option<Client>,
+    target: Option<Client>,
+    say: Say,
+}
+
+impl<'t> Session<'t> {
+    /// A session that reports through `say` (one line or paragraph per call).
+    pub fn new(task: &'t Task, say: impl Fn(&str) + Send + Sync + 'static) -> Session<'t> {
+        Session {
+            task,
+            source: None,
+            target: None,
+            say: Box::new(say),
+        }
+    }
+
+    pub fn say(&self, msg: &str) {
+        (self.say)(msg)
+    }
+
+    pub fn spec(&self, side: Side) -> Result<&'t ConnSpec, StepError> {
+        match side {
+            Side::Target => self.task.target.as_ref().ok_or_else(|| StepError {
+                kind: StepErrorKind::Connect,
+                message:
+                    "this step needs the target: give --target URL or `target:` in the task file"
+                        .into(),
+            }),
+            _ => Ok(&self.task.source),
+        }
+    }
+
+    pub async fn client(&mut self, side: Side) -> Result<&Client, StepError> {
+        let spec = self.spec(side)?;
+        let slot = match side {
+            Side::Target => &mut self.target,
+            _ => &mut self.source,
+        };
+        if slot.is_none() {
+            *slot = Some(conn::connect(spec).await?);
+        }
+        Ok(slot.as_ref().expect("connected above"))
+    }
+
+    /// Both sides' clients at once (to run the same query on both concurrently).
+    pub async fn both(&mut self) -> Result<(&Client, &Client), StepError> {
+        self.client(Side::Source).await?;
+        self.client(Side::Target).await?;
+        Ok((
+            self.source.as_ref().expect("connected above"),
+            self.target.as_ref().expect("connected above"),
+        ))
+    }
+
+    pub async fn rows(&mut self, side: Side, what: &str, sql: &str) -> Result<Vec<Row>, StepError> {
+        self.client(side)
+            .await?
+            .query(sql, &[])
+            .await
+            .map_err(|e| sql_error(&format!("{what} (on the {})", side.label()), e))
+    }
+
+    /// The first column of every row of a generator query: statements or comments.
+    pub async fn generate(
+        &mut self,
+        side: Side,
+        what: &str,
+        sql: &str,
+    ) -> Result<Vec<String>, StepError> {
+        Ok(self
+            .rows(side, what, sql)
+            .await?
+            .iter()
+            .filter_map(|r| r.get::<_, Option<String>>(0))
+            .collect())
+    }
+
+    /// Run statements one by one, as `psql -f` would; comment lines are reported, not run.
+    /// `show` maps a statement to the text shown (to mask a password).
+    pub async fn run_statements(
+        &mut self,
+        side: Side,
+        statements: &[String],
+        show: impl Fn(&str) -> String,
+    ) -> Result<(), StepError> {
+        for s in statements {
+            if s.trim_start().starts_with("--") {
+                self.say(&format!("  {}", s.trim()));
+                continue;
+            }
+            self.say(&format!("  [{}] {}", side.label(), show(s)));
+            let client = self.client(side).await?;
+            client.batch_execute(s).await.map_err(|e| {
+                sql_error(&format!("on the {}: {}", side.label(), first_line(s)), e)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Run a fixed script (several statements) on `side`.
+    pub async fn execute(&mut self, side: Side, what: &str, sql: &str) -> Result<(), StepError> {
+        self.client(side)
+            .await?
+            .batch_execute(sql)
+            .await
+            .map_err(|e| sql_error(&format!("{what} (on the {})", side.label()), e))
+    }
+
+    /// Drop a side's connection (after the server was told to go away, or to reconnect).
+    pub fn forget(&mut self, side: Side) {
+        match side {
+            Side::Target => self.target = None,
+            _ => self.source = None,
+        }
+    }
+}
+
+pub fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("").trim()
+}

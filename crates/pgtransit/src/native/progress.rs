@@ -1,0 +1,130 @@
+//! `progress` (Pigsty's `copy-progress`): where the subscription stands, per table and in
+//! total, from the catalogs of both sides — sync states instead of Pigsty's size ratio.
+
+use serde::Serialize;
+
+use super::exec::{Session, StepError};
+use super::sql;
+use crate::check::Side;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TableProgress {
+    pub name: String,
+    /// init, copying, copied, catching-up, streaming.
+    pub state: String,
+    pub source_bytes: Option<i64>,
+    pub target_bytes: i64,
+    /// Bytes the running initial COPY has read (PostgreSQL 14+).
+    pub copy_bytes: i64,
+    pub percent: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Progress {
+    pub subscription_exists: bool,
+    pub enabled: bool,
+    pub tables: Vec<TableProgress>,
+    pub streaming: usize,
+    pub total: usize,
+    pub percent: f64,
+    /// Every table is streaming.
+    pub complete: bool,
+    pub slot_active: Option<bool>,
+    pub current_lsn: Option<String>,
+    pub confirmed_lsn: Option<String>,
+    pub lag_bytes: Option<i64>,
+    pub lag_seconds: Option<f64>,
+    /// apply + sync errors counted by pg_stat_subscription_stats (15+).
+    pub errors: Option<i64>,
+}
+
+pub async fn progress(s: &mut Session<'_>) -> Result<Progress, StepError> {
+    let task = s.task;
+    let sub = s
+        .rows(
+            Side::Target,
+            "reading the subscription",
+            &sql::for_task(sql::PROGRESS_SUBSCRIPTION, task),
+        )
+        .await?;
+    let tables = s
+        .rows(
+            Side::Target,
+            "reading table states",
+            &sql::for_task(sql::PROGRESS_TARGET, task),
+        )
+        .await?;
+    let sizes = s
+        .rows(
+            Side::Source,
+            "reading source sizes",
+            &sql::for_task(sql::PROGRESS_SOURCE, task),
+        )
+        .await?;
+    let lag = s
+        .rows(
+            Side::Source,
+            "reading the slot",
+            &sql::for_task(sql::PROGRESS_LAG, task),
+        )
+        .await?;
+    let source_bytes = |name: &str| {
+        sizes
+            .iter()
+            .find(|r| r.get::<_, String>(0) == name)
+            .map(|r| r.get::<_, i64>(1))
+    };
+    let tables: Vec<TableProgress> = tables
+        .iter()
+        .map(|r| {
+            let name: String = r.get(0);
+            let state: String = r.get(1);
+            let src = source_bytes(&name);
+            let copy_bytes: i64 = r.get(3);
+            let percent = match state.as_str() {
+                "copied" | "catching-up" | "streaming" => 100.0,
+                "copying" => match src {
+                    Some(b) if b > 0 => (copy_bytes as f64 * 100.0 / b as f64).min(99.0),
+                    _ => 0.0,
+                },
+                _ => 0.0,
+            };
+            TableProgress {
+                name,
+                state,
+                source_bytes: src,
+                target_bytes: r.get(2),
+                copy_bytes,
+                percent,
+            }
+        })
+        .collect();
+    let weight = |t: &TableProgress| t.source_bytes.unwrap_or(0).max(8192) as f64;
+    let total_weight: f64 = tables.iter().map(weight).sum();
+    let percent = if tables.is_empty() {
+        if sub.is_empty() {
+            0.0
+        } else {
+            100.0
+        }
+    } else {
+        tables.iter().map(|t| t.percent * weight(t)).sum::<f64>() / total_weight
+    };
+    let streaming = tables.iter().filter(|t| t.state == "streaming").count();
+    let l = lag.first();
+    Ok(Progress {
+        subscription_exists: !sub.is_empty(),
+        enabled: sub.first().map(|r| r.get(0)).unwrap_or(false),
+        complete: !sub.is_empty() && streaming == tables.len(),
+        streaming,
+        total: tables.len(),
+        percent,
+        tables,
+        slot_active: l.map(|r| r.get(0)),
+        current_lsn: l.map(|r| r.get(1)),
+        confirmed_lsn: l.and_then(|r| r.get(2)),
+        lag_bytes: l.and_then(|r| r.get(3)),
+        lag_seconds: l.and_then(|r| r.get(4)),
+        errors: sub.first().and_then(|r| r.get(3)),
+    })
+}

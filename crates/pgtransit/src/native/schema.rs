@@ -1,0 +1,470 @@
+//! `copy-schema`: the selected objects' schema from the source, loaded into the target with
+//! errors stopping the load. pg_dump writes a custom-format archive; its table of contents
+//! is split so that tables, types, functions, sequences and the keys the apply needs
+//! (primary keys and replica identity indexes) are restored before the data, and the other
+//! indexes, foreign keys and triggers after the initial sync.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use super::exec::{Session, StepError};
+use super::plan::{Action, Plan};
+use super::sql;
+use crate::check::Side;
+use crate::conn::ConnSpec;
+use crate::tools;
+
+/// Which part of the schema to load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Section {
+    /// Before the data: everything but secondary indexes, foreign keys and triggers.
+    PreData,
+    /// After the initial sync: what pre-data left out.
+    PostData,
+    All,
+}
+
+impl Section {
+    fn pre(self) -> bool {
+        matches!(self, Section::PreData | Section::All)
+    }
+    fn post(self) -> bool {
+        matches!(self, Section::PostData | Section::All)
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Section::PreData => "pre-data",
+            Section::PostData => "post-data",
+            Section::All => "all",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SchemaOptions {
+    pub section: Section,
+    /// Drop and recreate selected tables that already exist (empty) on the target.
+    pub clean: bool,
+    /// With `clean`: also when they hold rows.
+    pub force: bool,
+    /// Where the dump and its lists are kept (a temporary folder when None).
+    pub workdir: Option<PathBuf>,
+}
+
+fn restore_flags(clean: bool) -> String {
+    let mut s = String::from("--no-owner --no-privileges --exit-on-error --single-transaction");
+    if clean {
+        s.push_str(" --clean --if-exists");
+    }
+    s
+}
+
+pub fn plan_copy_schema(task: &crate::task::Task, o: &SchemaOptions) -> Plan {
+    let mut actions = Vec::new();
+    let target = task
+        .target
+        .as_ref()
+        .map(|t| t.masked())
+        .unwrap_or_else(|| "<target>".into());
+    if o.section.pre() {
+        actions.push(Action::Inspect {
+            side: Side::Target,
+            why: "selected tables that already exist on the target, and whether they hold rows (guard)".into(),
+            sql: sql::for_task(sql::TARGET_TABLES, task),
+        });
+    }
+    actions.push(Action::Inspect {
+        side: Side::Source,
+        why: "pg_dump selection arguments".into(),
+        sql: sql::for_task(sql::DUMP_ARGS, task),
+    });
+    actions.push(Action::Program {
+        why: "dump the selected schema".into(),
+        command: format!(
+            "pg_dump --schema-only --format=custom --no-publications --no-subscriptions <arguments above> --file=schema.dump --dbname='{}'",
+            task.source.masked()
+        ),
+    });
+    actions.push(Action::Inspect {
+        side: Side::Source,
+        why: "the keys the apply needs before the data (moved from post-data to pre-data)".into(),
+        sql: sql::for_task(sql::SCHEMA_KEYS, task),
+    });
+    if o.section.pre() {
+        actions.push(Action::Generate {
+            from: Side::Source,
+            to: Side::Target,
+            why: "create the schemas the dump fills".into(),
+            sql: sql::for_task(sql::CREATE_SCHEMAS, task),
+        });
+        actions.push(Action::Program {
+            why: "load pre-data plus keys, in one transaction, stopping at the first error".into(),
+            command: format!(
+                "pg_restore {} --use-list=pre-data.list --dbname='{target}' schema.dump",
+                restore_flags(o.clean)
+            ),
+        });
+    }
+    if o.section.post() {
+        actions.push(Action::Program {
+            why: "load the rest of post-data (indexes, foreign keys, triggers)".into(),
+            command: format!(
+                "pg_restore {} --use-list=post-data.list --dbname='{target}' schema.dump",
+                restore_flags(false)
+            ),
+        });
+    }
+    Plan {
+        step: "copy-schema",
+        actions,
+    }
+}
+
+/// Run copy-schema.
+pub async fn copy_schema(s: &mut Session<'_>, o: &SchemaOptions) -> Result<(), StepError> {
+    let task = s.task;
+    if o.section.pre() {
+        guard_target_tables(s, o).await?;
+    }
+    let args = s
+        .generate(
+            Side::Source,
+            "listing what to dump",
+            &sql::for_task(sql::DUMP_ARGS, task),
+        )
+        .await?;
+    if !args.iter().any(|a| a.starts_with("--schema=")) {
+        return Err(StepError::failed(
+            "nothing to copy: no schema of the source matches the task's objects (check `objects:` include/exclude)",
+        ));
+    }
+    if o.section.pre() {
+        let stmts = s
+            .generate(
+                Side::Source,
+                "listing schemas",
+                &sql::for_task(sql::CREATE_SCHEMAS, task),
+            )
+            .await?;
+        s.run_statements(Side::Target, &stmts, str::to_string)
+            .await?;
+    }
+    dump_and_restore(s, args, o.section, o.clean, o.workdir.as_deref()).await
+}
+
+/// The schema of tables created on the source after copy-schema (for `refresh`): pre-data
+/// and keys, so the subscription can copy into them.
+pub async fn copy_tables(
+    s: &mut Session<'_>,
+    tables: &[(String, String)],
+) -> Result<(), StepError> {
+    let mut schemas: Vec<&String> = tables.iter().map(|(n, _)| n).collect();
+    schemas.sort();
+    schemas.dedup();
+    let create: Vec<String> = schemas
+        .iter()
+        .map(|n| format!("CREATE SCHEMA IF NOT EXISTS {};", crate::quote::ident(n)))
+        .collect();
+    s.run_statements(Side::Target, &create, str::to_string)
+        .await?;
+    let args = tables
+        .iter()
+        .map(|(n, t)| format!("--table={}", psql_pattern(n, t)))
+        .collect();
+    dump_and_restore(s, args, Section::PreData, false, None).await
+}
+
+/// An exact `schema.table` as a psql pattern (quoted: no wildcard, case kept).
+fn psql_pattern(schema: &str, table: &str) -> String {
+    format!(
+        "\"{}\".\"{}\"",
+        schema.replace('"', "\"\""),
+        table.replace('"', "\"\"")
+    )
+}
+
+async fn dump_and_restore(
+    s: &mut Session<'_>,
+    selection: Vec<String>,
+    section: Section,
+    clean: bool,
+    workdir: Option<&Path>,
+) -> Result<(), StepError> {
+    let task = s.task;
+    let target = s.spec(Side::Target)?.clone();
+    let temp;
+    let dir: &Path = match workdir {
+        Some(d) => {
+            std::fs::create_dir_all(d)
+                .map_err(|e| StepError::failed(format!("creating {}: {e}", d.display())))?;
+            d
+        }
+        None => {
+            temp = tempfile::tempdir()
+                .map_err(|e| StepError::failed(format!("creating a temporary folder: {e}")))?;
+            temp.path()
+        }
+    };
+    let (pg_dump, pg_restore) = client_programs(s).await?;
+    let dump = dir.join("schema.dump");
+    let mut dump_args: Vec<String> = vec![
+        "--schema-only".into(),
+        "--format=custom".into(),
+        "--no-publications".into(),
+        "--no-subscriptions".into(),
+    ];
+    dump_args.extend(selection);
+    dump_args.push(format!("--file={}", dump.display()));
+    s.say(&format!(
+        "  [local] pg_dump --schema-only of {}",
+        task.source.display()
+    ));
+    run_program(&pg_dump, &dump_args, &task.source).await?;
+
+    let keys: HashSet<String> = s
+        .generate(
+            Side::Source,
+            "listing primary keys and identity indexes",
+            &sql::for_task(sql::SCHEMA_KEYS, task),
+        )
+        .await?
+        .into_iter()
+        .collect();
+    let pre = toc(&pg_restore, &dump, "pre-data").await?;
+    let post = toc(&pg_restore, &dump, "post-data").await?;
+    let (pre_list, post_list) = split_toc(&pre, &post, &keys);
+    if section.pre() {
+        restore(
+            s,
+            &pg_restore,
+            &dump,
+            dir,
+            "pre-data",
+            &pre_list,
+            clean,
+            &target,
+        )
+        .await?;
+    }
+    if section.post() {
+        restore(
+            s,
+            &pg_restore,
+            &dump,
+            dir,
+            "post-data",
+            &post_list,
+            false,
+            &target,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Refuse to touch selected tables that exist on the target unless told to, and never
+/// drop rows without `force`.
+async fn guard_target_tables(s: &mut Session<'_>, o: &SchemaOptions) -> Result<(), StepError> {
+    let rows = s
+        .rows(
+            Side::Target,
+            "looking for existing tables",
+            &sql::for_task(sql::TARGET_TABLES, s.task),
+        )
+        .await?;
+    let existing: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let with_rows: Vec<String> = rows
+        .iter()
+        .filter(|r| r.get::<_, Option<bool>>(1).unwrap_or(false))
+        .map(|r| r.get(0))
+        .collect();
+    if existing.is_empty() {
+        return Ok(());
+    }
+    let list = |v: &[String]| {
+        let mut s = v.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
+        if v.len() > 10 {
+            s.push_str(&format!(" and {} more", v.len() - 10));
+        }
+        s
+    };
+    if !with_rows.is_empty() && !(o.clean && o.force) {
+        return Err(StepError::refused(format!(
+            "the target already holds rows in {} selected table(s): {}\n  \
+             copy-schema never drops data unless told to. Empty or drop them yourself, skip this step \
+             if the schema is already in place, or rerun with --clean --force to drop and recreate them \
+             (their rows are lost).",
+            with_rows.len(),
+            list(&with_rows)
+        )));
+    }
+    if !o.clean {
+        return Err(StepError::refused(format!(
+            "{} selected table(s) already exist on the target (empty): {}\n  \
+             rerun with --clean to drop and recreate them from the source, or skip copy-schema if the \
+             schema is already in place.",
+            existing.len(),
+            list(&existing)
+        )));
+    }
+    s.say(&format!(
+        "  --clean: dropping and recreating {} existing table(s) on the target",
+        existing.len()
+    ));
+    Ok(())
+}
+
+/// pg_dump that can read the source, and the pg_restore next to it.
+async fn client_programs(s: &mut Session<'_>) -> Result<(PathBuf, PathBuf), StepError> {
+    let (pg_dump, major) = tools::newest_client("pg_dump").ok_or_else(|| {
+        StepError::failed("pg_dump not found: install the PostgreSQL client (e.g. apt-get install postgresql-client) or set PGTRANSIT_PG_BINDIR")
+    })?;
+    let version = crate::catalog::server_version_num(s.client(Side::Source).await?)
+        .await
+        .map_err(|e| super::exec::sql_error("reading the source version", e))?;
+    if (major as i32) < version / 10000 {
+        return Err(StepError::failed(format!(
+            "{} is version {major} but the source runs PostgreSQL {}: pg_dump must be at least the \
+             source's major version; install a newer client or set PGTRANSIT_PG_BINDIR",
+            pg_dump.display(),
+            version / 10000
+        )));
+    }
+    let pg_restore = pg_dump.with_file_name("pg_restore");
+    Ok((pg_dump, pg_restore))
+}
+
+async fn run_program(
+    program: &Path,
+    args: &[String],
+    conn: &ConnSpec,
+) -> Result<String, StepError> {
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .arg(format!("--dbname={}", conn.conninfo_without_password()))
+        .envs(tools::child_env(conn))
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| StepError::failed(format!("running {}: {e}", program.display())))?;
+    if !out.status.success() {
+        return Err(StepError::failed(format!(
+            "{} failed: {}",
+            program
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("program"),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The table of contents of one section of the archive.
+async fn toc(pg_restore: &Path, dump: &Path, section: &str) -> Result<Vec<String>, StepError> {
+    let out = tokio::process::Command::new(pg_restore)
+        .arg("--list")
+        .arg(format!("--section={section}"))
+        .arg(dump)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| StepError::failed(format!("running pg_restore: {e}")))?;
+    if !out.status.success() {
+        return Err(StepError::failed(format!(
+            "pg_restore --list failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+/// `classid objid` of a TOC line ("3263; 2606 16477 CONSTRAINT app p p_pkey owner").
+fn toc_key(line: &str) -> Option<String> {
+    let mut it = line.split_whitespace().skip(1);
+    Some(format!("{} {}", it.next()?, it.next()?))
+}
+
+/// Pre-data without the SCHEMA entries (created beforehand with IF NOT EXISTS) plus the key
+/// entries of post-data; post-data without them.
+fn split_toc(
+    pre: &[String],
+    post: &[String],
+    keys: &HashSet<String>,
+) -> (Vec<String>, Vec<String>) {
+    const SCHEMA_CLASS: &str = "2615";
+    let mut pre_list: Vec<String> = pre
+        .iter()
+        .filter(|l| toc_key(l).is_none_or(|k| !k.starts_with(&format!("{SCHEMA_CLASS} "))))
+        .cloned()
+        .collect();
+    let mut post_list = Vec::new();
+    for l in post {
+        if toc_key(l).is_some_and(|k| keys.contains(&k)) {
+            pre_list.push(l.clone());
+        } else {
+            post_list.push(l.clone());
+        }
+    }
+    (pre_list, post_list)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn restore(
+    s: &mut Session<'_>,
+    pg_restore: &Path,
+    dump: &Path,
+    dir: &Path,
+    name: &str,
+    entries: &[String],
+    clean: bool,
+    target: &ConnSpec,
+) -> Result<(), StepError> {
+    if entries.is_empty() {
+        s.say(&format!("  [target] {name}: nothing to load"));
+        return Ok(());
+    }
+    let list = dir.join(format!("{name}.list"));
+    std::fs::write(&list, entries.join("\n") + "\n")
+        .map_err(|e| StepError::failed(format!("writing {}: {e}", list.display())))?;
+    let mut args: Vec<String> = restore_flags(clean)
+        .split(' ')
+        .map(str::to_string)
+        .collect();
+    args.push(format!("--use-list={}", list.display()));
+    args.push(dump.display().to_string());
+    s.say(&format!(
+        "  [target] pg_restore {name}: {} object(s)",
+        entries.len()
+    ));
+    run_program(pg_restore, &args, target).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_move_to_pre_data_and_schemas_are_dropped() {
+        let pre = vec![
+            "7; 2615 16465 SCHEMA - app postgres".to_string(),
+            "217; 1259 16473 TABLE app p postgres".to_string(),
+        ];
+        let post = vec![
+            "3263; 2606 16477 CONSTRAINT app p p_pkey postgres".to_string(),
+            "3261; 1259 16489 INDEX public t1_v postgres".to_string(),
+            "3267; 0 0 INDEX ATTACH app p1_pkey postgres".to_string(),
+        ];
+        let keys: HashSet<String> = ["2606 16477".to_string()].into();
+        let (a, b) = split_toc(&pre, &post, &keys);
+        assert_eq!(a.len(), 2);
+        assert!(a[1].contains("p_pkey"));
+        assert_eq!(b.len(), 2);
+    }
+}

@@ -1,0 +1,35 @@
+-- Statements that create the publication :'pub' on the source for the selected tables.
+-- Unlogged tables cannot be published and tables an extension fills itself (spatial_ref_sys)
+-- must not be: both are left out, each named in a comment. Partitioned tables are published
+-- through their root so that the target may partition differently. With no table selected
+-- the publication is created empty (still valid SQL; `refresh` adds tables later).
+WITH sel AS (
+    SELECT c.oid, n.nspname, c.relname, c.relkind, c.relpersistence, c.relispartition,
+           EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                   AND d.objid = c.oid AND d.deptype = 'e') AS extension_member
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't' AND (:selected)
+), pub AS (
+    SELECT * FROM sel s
+    WHERE s.relpersistence = 'p' AND NOT s.extension_member
+      AND NOT (s.relispartition AND EXISTS (SELECT 1 FROM sel r WHERE r.oid = pg_partition_root(s.oid)))
+)
+SELECT stmt FROM (
+    SELECT 1 AS ord, format('-- left out: %I.%I is unlogged (its changes are not in the WAL); copy it by hand if needed', nspname, relname) AS stmt
+    FROM sel WHERE relpersistence = 'u'
+    UNION ALL
+    SELECT 2, format('-- left out: %I.%I belongs to an extension, which fills it on the target', nspname, relname)
+    FROM sel WHERE extension_member AND relpersistence = 'p'
+    UNION ALL
+    SELECT 3, format('CREATE PUBLICATION %I%s WITH (publish = ''insert, update, delete, truncate''%s);',
+                     :'pub',
+                     CASE WHEN count(*) > 0
+                          THEN E'\n    FOR TABLE ' || string_agg(format('%I.%I', nspname, relname), E',\n              ' ORDER BY nspname, relname)
+                          ELSE '' END,
+                     CASE WHEN bool_or(relkind = 'p' OR relispartition)
+                          THEN ', publish_via_partition_root = true' ELSE '' END)
+    FROM pub
+    UNION ALL
+    SELECT 4, format('COMMENT ON PUBLICATION %I IS %L;', :'pub', :'owner_note')
+) s
+ORDER BY ord, stmt

@@ -1,0 +1,2 @@
+-- Drop the publication :'pub' on the source.
+DROP PUBLICATION IF EXISTS :"pub";
