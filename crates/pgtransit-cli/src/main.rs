@@ -53,6 +53,8 @@ enum Command {
     /// Task files: show how one resolves
     #[command(subcommand)]
     Task(task_cmd::TaskCommand),
+    /// Write the Pigsty-style context folder: scripts, SQL and the manual for this task
+    Generate(native_cmd::GenerateArgs),
     /// Native engine: load the source schema into the target (pre-data, post-data, all)
     CopySchema(native_cmd::CopySchemaArgs),
     /// Native engine: create the publication on the source
@@ -141,6 +143,7 @@ fn main() -> ExitCode {
             Command::Check(args) => check_cmd::run(args).await,
             Command::Task(cmd) => task_cmd::run(cmd),
             Command::Demo(args) => demo::run(args).await,
+            Command::Generate(a) => native_cmd::generate(a),
             Command::CopySchema(a) => native_cmd::copy_schema(a).await,
             Command::CreatePub(a) => native_cmd::create_pub(a).await,
             Command::CreateSub(a) => native_cmd::create_sub(a).await,

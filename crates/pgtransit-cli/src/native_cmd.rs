@@ -370,3 +370,38 @@ pub async fn diff(a: DiffArgs) -> Result<u8, Failure> {
     }
     Ok(if report.failures() > 0 { 3 } else { 0 })
 }
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// Task file (native YAML or a Pigsty migration task file)
+    #[arg(short = 't', long = "task", value_name = "FILE")]
+    pub task_file: PathBuf,
+    /// Write here instead of the task's context folder (<context_dir>/<src_cls>.<src_db>)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+pub fn generate(a: GenerateArgs) -> Result<u8, Failure> {
+    let task = Task::load(&a.task_file)?;
+    let dir = a
+        .dir
+        .unwrap_or_else(|| pgtransit::generate::default_dir(&task));
+    let task_file = std::fs::canonicalize(&a.task_file).unwrap_or(a.task_file);
+    let out = pgtransit::generate::generate(&task, &task_file, &dir).map_err(Failure::other)?;
+    say(&format!(
+        "wrote the migration context {} ({} files, private to you):",
+        out.dir.display(),
+        out.files.len()
+    ));
+    let scripts: Vec<&str> = pgtransit::generate::SCRIPTS
+        .iter()
+        .map(|(n, _)| *n)
+        .collect();
+    say(&format!("  scripts: {}", scripts.join(" ")));
+    say("  manual:  README.md; SQL: sql/; outputs: data/");
+    say(&format!(
+        "next: . {}/activate && ./check-repl   (then follow README.md)",
+        out.dir.display()
+    ));
+    Ok(0)
+}

@@ -48,6 +48,15 @@ fn native_flow_through_the_commands() {
     std::thread::sleep(std::time::Duration::from_secs(2));
     load.stop();
 
+    // Sequences are compared for real (Pigsty's currval() comparison always passed).
+    let before = pgtransit(&["diff", "-t", t, "--wait", "10"]);
+    assert_eq!(before.status.code(), Some(3), "{}", text(&before));
+    assert!(
+        text(&before).contains("[FAIL] sequence public.desc_seq"),
+        "{}",
+        text(&before)
+    );
+
     ok(&["copy-seq", "-t", t, "1000"]);
     let out = ok(&["diff", "-t", t]);
     assert!(
@@ -65,5 +74,90 @@ fn native_flow_through_the_commands() {
     assert_eq!(idx.trim(), "2");
     ok(&["drop-sub", "-t", t]);
     ok(&["drop-pub", "-t", t]);
+    assert_migrated(&p);
+}
+
+/// Run a generated script without a terminal, as a job would.
+fn script(
+    ctx: &std::path::Path,
+    bindir: &std::path::Path,
+    name: &str,
+    args: &[&str],
+) -> std::process::Output {
+    let path = format!(
+        "{}:{}",
+        bindir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    std::process::Command::new(ctx.join(name))
+        .args(args)
+        .env("PATH", path)
+        .env_remove("MIGRATION_CONTEXT")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script")
+}
+
+fn script_ok(ctx: &std::path::Path, bindir: &std::path::Path, name: &str, args: &[&str]) -> String {
+    let o = script(ctx, bindir, name, args);
+    assert!(
+        o.status.success(),
+        "{name} {args:?} failed ({:?}):\n{}",
+        o.status.code(),
+        text(&o)
+    );
+    text(&o)
+}
+
+#[test]
+fn native_flow_through_the_generated_scripts() {
+    let p = hard_pair();
+    let dir = tempfile::tempdir().unwrap();
+    let task = task_file(&p, dir.path(), "scripted");
+    ok(&["generate", "-t", task.to_str().unwrap()]);
+    let ctx = dir.path().join("ctx").join("scripted");
+    let bin = p.source.bindir().to_path_buf();
+    let load = Workload::start(&p.source, dir.path());
+
+    // Without a terminal and without -y a script shows its SQL and changes nothing.
+    let o = script(&ctx, &bin, "copy-schema", &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("rerun with -y"), "{}", text(&o));
+    assert_eq!(
+        p.target
+            .psql(
+                DB,
+                "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+            )
+            .unwrap()
+            .trim(),
+        "0"
+    );
+
+    script_ok(&ctx, &bin, "check-repl", &[]);
+    script_ok(&ctx, &bin, "check-misc", &[]);
+    script_ok(&ctx, &bin, "copy-schema", &["-y"]);
+    let out = script_ok(&ctx, &bin, "create-pub", &["-y"]);
+    assert!(out.contains("public.scratch_cache is unlogged"), "{out}");
+    script_ok(&ctx, &bin, "create-sub", &["-y"]);
+    script_ok(&ctx, &bin, "copy-progress", &["--wait", "120"]);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    load.stop();
+    let o = script(&ctx, &bin, "copy-diff", &["--wait", "10"]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "sequences are behind before copy-seq: {}",
+        text(&o)
+    );
+    script_ok(&ctx, &bin, "copy-seq", &["1000", "-y"]);
+    let out = script_ok(&ctx, &bin, "copy-diff", &[]);
+    assert!(
+        !out.contains("[FAIL]") && out.contains("[PASS] table"),
+        "{out}"
+    );
+    script_ok(&ctx, &bin, "copy-schema", &["--section", "post-data", "-y"]);
+    script_ok(&ctx, &bin, "drop-sub", &["-y"]);
+    script_ok(&ctx, &bin, "drop-pub", &["-y"]);
     assert_migrated(&p);
 }

@@ -3,6 +3,7 @@
 pub mod catalog;
 pub mod check;
 pub mod conn;
+pub mod generate;
 pub mod native;
 pub mod quote;
 pub mod task;

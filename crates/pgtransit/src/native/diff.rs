@@ -40,6 +40,7 @@ impl DiffReport {
 /// slot exists), then compare.
 pub async fn diff(s: &mut Session<'_>, wait: Duration) -> Result<DiffReport, StepError> {
     let task = s.task;
+    let started = Instant::now();
     let caught_up = wait_for_catch_up(s, wait).await?;
     let count_query: Option<String> = s
         .generate(
@@ -57,10 +58,16 @@ pub async fn diff(s: &mut Session<'_>, wait: Duration) -> Result<DiffReport, Ste
         let a = a.map_err(|e| sql_error("counting rows (on the source)", e))?;
         let b = b.map_err(|e| sql_error("counting rows (on the target)", e))?;
         let target: BTreeMap<String, i64> = b.iter().map(|r| (r.get(0), r.get(1))).collect();
-        for r in &a {
-            let name: String = r.get(0);
-            let n: i64 = r.get(1);
-            let t = target.get(&name).copied();
+        let mut counts: Vec<(String, i64, Option<i64>)> = a
+            .iter()
+            .map(|r| {
+                let name: String = r.get(0);
+                let t = target.get(&name).copied();
+                (name, r.get(1), t)
+            })
+            .collect();
+        recheck_differences(s, &mut counts, started, wait).await?;
+        for (name, n, t) in counts {
             rows.push(DiffRow {
                 kind: "table",
                 pass: t == Some(n),
@@ -165,4 +172,33 @@ async fn wait_for_catch_up(s: &mut Session<'_>, wait: Duration) -> Result<Option
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A table whose counts differ is counted again, on both sides, until they agree or the
+/// wait is over: the slot's confirmed position can run ahead of what the subscriber has
+/// committed, so one differing count right after the barrier is not yet a difference.
+async fn recheck_differences(
+    s: &mut Session<'_>,
+    counts: &mut [(String, i64, Option<i64>)],
+    started: Instant,
+    wait: Duration,
+) -> Result<(), StepError> {
+    let deadline = started + wait.max(Duration::from_secs(5));
+    while counts.iter().any(|(_, n, t)| *t != Some(*n)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for (name, n, t) in counts.iter_mut().filter(|(_, n, t)| *t != Some(*n)) {
+            // `name` was quoted by the source's format('%I.%I').
+            let q = format!("SELECT count(*) FROM {name}");
+            let (src, tgt) = s.both().await?;
+            let (a, b) = tokio::join!(
+                src.query_one(q.as_str(), &[]),
+                tgt.query_one(q.as_str(), &[])
+            );
+            *n = a
+                .map_err(|e| sql_error("counting rows (on the source)", e))?
+                .get(0);
+            *t = b.ok().map(|r| r.get(0));
+        }
+    }
+    Ok(())
 }

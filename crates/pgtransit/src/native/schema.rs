@@ -289,7 +289,8 @@ async fn guard_target_tables(s: &mut Session<'_>, o: &SchemaOptions) -> Result<(
         }
         s
     };
-    if !with_rows.is_empty() && !(o.clean && o.force) {
+    let may_drop_rows = o.clean && o.force;
+    if !with_rows.is_empty() && !may_drop_rows {
         return Err(StepError::refused(format!(
             "the target already holds rows in {} selected table(s): {}\n  \
              copy-schema never drops data unless told to. Empty or drop them yourself, skip this step \

@@ -30,6 +30,7 @@ pub const COPY_SEQ: &str = include_str!("sql/copy-seq.sql");
 pub const DROP_SUB: &str = include_str!("sql/drop-sub.sql");
 pub const DROP_SLOT: &str = include_str!("sql/drop-slot.sql");
 pub const DROP_PUB: &str = include_str!("sql/drop-pub.sql");
+pub const REFRESH_SUB: &str = include_str!("sql/refresh-sub.sql");
 
 /// Every SQL file, by the name it has in a generated context folder's `sql/` directory.
 pub const ALL: &[(&str, &str)] = &[
@@ -54,6 +55,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("drop-sub.sql", DROP_SUB),
     ("drop-slot.sql", DROP_SLOT),
     ("drop-pub.sql", DROP_PUB),
+    ("refresh-sub.sql", REFRESH_SUB),
 ];
 
 /// A value for a psql-style variable.
@@ -150,6 +152,14 @@ fn variable_at(rest: &str, vars: &HashMap<&str, Value>) -> Option<(usize, String
 /// `sql` with the task's variables bound.
 pub fn for_task(sql: &str, task: &Task) -> String {
     bind(sql, &task_vars(task))
+}
+
+/// `sql` for a generated script: the task's variables bound except `sub_conn`, which the
+/// script passes at run time (`-v sub_conn="$SUBCONN"`) so that no password is written.
+pub fn for_script(sql: &str, task: &Task) -> String {
+    let mut vars = task_vars(task);
+    vars.remove("sub_conn");
+    bind(sql, &vars)
 }
 
 /// `sql` with the task's variables and `extra` bound.

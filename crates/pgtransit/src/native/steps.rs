@@ -130,7 +130,7 @@ pub fn plan_refresh(task: &crate::task::Task) -> Plan {
             Action::Execute {
                 side: Side::Target,
                 why: "let the subscription pick them up (their initial copy starts)".into(),
-                sql: format!("ALTER SUBSCRIPTION {} REFRESH PUBLICATION;", quote::ident(&task.subscription)),
+                sql: sql::for_task(sql::REFRESH_SUB, task),
             },
         ],
     }
@@ -181,10 +181,7 @@ pub async fn refresh(s: &mut Session<'_>) -> Result<(), StepError> {
     }
     s.run_statements(Side::Source, &stmts, str::to_string)
         .await?;
-    let refresh = vec![format!(
-        "ALTER SUBSCRIPTION {} REFRESH PUBLICATION;",
-        quote::ident(&s.task.subscription)
-    )];
+    let refresh = vec![without_comments(&sql::for_task(sql::REFRESH_SUB, s.task))];
     s.run_statements(Side::Target, &refresh, str::to_string)
         .await
 }
@@ -468,15 +465,20 @@ pub async fn drop_pub(s: &mut Session<'_>) -> Result<bool, StepError> {
             quote::ident(&task.publication)
         ))),
         _ => {
-            let stmt = sql::for_task(sql::DROP_PUB, task);
-            let stmt = stmt
-                .lines()
-                .filter(|l| !l.starts_with("--"))
-                .collect::<Vec<_>>()
-                .join("\n");
+            let stmt = without_comments(&sql::for_task(sql::DROP_PUB, task));
             s.run_statements(Side::Source, &[stmt], str::to_string)
                 .await?;
             Ok(true)
         }
     }
+}
+
+/// A fixed SQL file's statement without its comment lines (shown as the statement itself).
+fn without_comments(sql: &str) -> String {
+    sql.lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim()
+        .to_string()
 }

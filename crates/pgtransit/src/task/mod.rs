@@ -10,7 +10,7 @@ mod show;
 use std::path::{Path, PathBuf};
 
 pub use error::TaskFileError;
-pub use native::to_native_yaml;
+pub use native::{strip_conn_string_password, to_native_yaml};
 pub use objects::{is_internal_schema as objects_is_internal_schema, ObjectFilter, ObjectPattern};
 pub use pigsty::PigstyVars;
 pub use show::TaskView;

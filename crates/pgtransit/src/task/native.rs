@@ -166,7 +166,7 @@ pub fn to_native_yaml(task: &Task) -> String {
 }
 
 /// A connection string with its password removed (the password belongs in .pgpass).
-fn strip_conn_string_password(raw: &str) -> String {
+pub fn strip_conn_string_password(raw: &str) -> String {
     match ConnSpec::parse(raw) {
         Ok(spec) if spec.password.is_some() => {
             let mut spec = spec;

@@ -1,0 +1,3 @@
+-- Let the subscription :'sub' pick up the tables added to the publication (their initial
+-- copy starts).
+ALTER SUBSCRIPTION :"sub" REFRESH PUBLICATION;
