@@ -123,11 +123,14 @@ impl From<tokio_postgres::Error> for Failure {
 }
 
 fn main() -> ExitCode {
+    // tokio-postgres logs every statement's text at debug level, and a statement can carry a
+    // secret (CREATE SUBSCRIPTION ... CONNECTION '... password=...'): keep it at info
+    // whatever PGTRANSIT_LOG asks for.
+    let wanted = std::env::var("PGTRANSIT_LOG").unwrap_or_else(|_| "warn".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("{wanted},tokio_postgres=info"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,tokio_postgres=info"));
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PGTRANSIT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();

@@ -393,8 +393,9 @@ fn no_password_in_any_output() {
         vec!["task", "show", "-t", f, "--json"],
         vec!["task", "show", "-t", f, "--native"],
         vec!["task", "show", "-t", n, "--json"],
+        vec!["demo", "--problems"],
+        vec!["demo", "--problems", "--json"],
         vec!["demo"],
-        vec!["demo", "--json"],
         vec!["--help"],
     ];
     for args in runs {

@@ -1,6 +1,8 @@
-//! `pgtransit demo`: two sandbox clusters, a sample database with typical problems on the
-//! source, and the pre-migration check on it. It grows into the full migration as the
-//! engines land.
+//! `pgtransit demo`: two sandbox clusters and a migration between them (the native engine
+//! for now), or with `--problems` a sample database full of typical problems and the
+//! pre-migration check on it.
+
+mod native;
 
 use clap::Args;
 use pgsandbox::{Builder, Cluster};
@@ -14,9 +16,21 @@ pub const SAMPLE_SQL: &str = include_str!("sample.sql");
 
 #[derive(Args)]
 pub struct DemoArgs {
-    /// Print the check report as JSON
+    /// Which engine migrates (the stream engine lands with issues 4 and 5)
+    #[arg(long, value_enum, default_value = "native")]
+    engine: EngineArg,
+    /// Instead of a migration: the check on a database full of typical problems
     #[arg(long)]
+    problems: bool,
+    /// With --problems: print the check report as JSON
+    #[arg(long, requires = "problems")]
     json: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum EngineArg {
+    Native,
+    Stream,
 }
 
 /// Source and target sandboxes with the sample database loaded on the source and an empty
@@ -44,7 +58,7 @@ pub fn start_clusters(db: &str) -> Result<(Cluster, Cluster), Failure> {
     Ok((source, target))
 }
 
-fn nanos() -> u32 {
+pub(crate) fn nanos() -> u32 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -52,6 +66,18 @@ fn nanos() -> u32 {
 }
 
 pub async fn run(args: DemoArgs) -> Result<u8, Failure> {
+    if args.problems {
+        return problems(args).await;
+    }
+    match args.engine {
+        EngineArg::Native => native::run().await,
+        EngineArg::Stream => Err(Failure::usage(
+            "the stream engine is not built yet: run `pgtransit demo --engine native`, or `--problems` for the check",
+        )),
+    }
+}
+
+async fn problems(args: DemoArgs) -> Result<u8, Failure> {
     let say = |s: &str| {
         if !args.json {
             println!("{s}")

@@ -8,8 +8,8 @@ use std::process::{Child, Command, Output, Stdio};
 
 use pgsandbox::{Builder, Cluster};
 
-pub const HARD_SQL: &str = include_str!("../fixtures/hard.sql");
-pub const WORKLOAD_SQL: &str = include_str!("../fixtures/workload.sql");
+pub const HARD_SQL: &str = include_str!("../../src/demo/hard.sql");
+pub const WORKLOAD_SQL: &str = include_str!("../../src/demo/workload.sql");
 pub const DB: &str = "shop";
 
 /// Every replicated table of the hard schema plus pgbench's.
