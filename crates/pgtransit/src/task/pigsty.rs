@@ -46,6 +46,10 @@ pub struct PigstyVars {
     pub pg_admin_password: Option<String>,
     pub pg_monitor_username: Option<String>,
     pub pg_monitor_password: Option<String>,
+    /// Pigsty derives these in a set_fact; as extra vars (`-e@file`) they override it there
+    /// too. Two tasks on one source database need them to avoid colliding.
+    pub pub_name: Option<String>,
+    pub sub_name: Option<String>,
 }
 
 /// Keys only a Pigsty file has.
@@ -132,7 +136,16 @@ pub fn resolve(vars: PigstyVars, file: &str) -> Result<Task, TaskFileError> {
     conn(&sub_conn, "sub_conn", file)?;
 
     let suffix = format!("{}_{}", src_cls.replace('-', "_"), src_db.replace('-', "_"));
-    let subscription = format!("sub_{suffix}");
+    let subscription = vars
+        .sub_name
+        .clone()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| format!("sub_{suffix}"));
+    let publication = vars
+        .pub_name
+        .clone()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| format!("pub_{suffix}"));
     Ok(Task {
         name: format!("{src_cls}.{src_db}"),
         engine: Engine::Native,
@@ -140,7 +153,7 @@ pub fn resolve(vars: PigstyVars, file: &str) -> Result<Task, TaskFileError> {
         target: Some(conn(&dst_pg, "dst_pg", file)?),
         sub_conn,
         replication_user: repl.to_string(),
-        publication: format!("pub_{suffix}"),
+        publication,
         slot: subscription.clone(),
         subscription,
         objects: ObjectFilter::pigsty(),
