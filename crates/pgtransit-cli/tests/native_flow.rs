@@ -139,7 +139,46 @@ fn native_flow_through_the_generated_scripts() {
     script_ok(&ctx, &bin, "copy-schema", &["-y"]);
     let out = script_ok(&ctx, &bin, "create-pub", &["-y"]);
     assert!(out.contains("public.scratch_cache is unlogged"), "{out}");
-    script_ok(&ctx, &bin, "create-sub", &["-y"]);
+    // The subscription's password comes from the environment, is shown masked and is
+    // written nowhere in the context folder.
+    let secret = "Sekr3t-only-in-env";
+    let o = std::process::Command::new(ctx.join("create-sub"))
+        .arg("-y")
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env_remove("MIGRATION_CONTEXT")
+        .env(
+            "PGTRANSIT_SUBCONN",
+            format!(
+                "host=127.0.0.1 port={} dbname={DB} user=postgres password={secret}",
+                p.source.port()
+            ),
+        )
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        !text(&o).contains(secret) && text(&o).contains("password=********"),
+        "{}",
+        text(&o)
+    );
+    let grep = std::process::Command::new("grep")
+        .args(["-rl", secret])
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert!(
+        grep.stdout.is_empty(),
+        "secret written to {}",
+        String::from_utf8_lossy(&grep.stdout)
+    );
     script_ok(&ctx, &bin, "copy-progress", &["--wait", "120"]);
     std::thread::sleep(std::time::Duration::from_secs(2));
     load.stop();
