@@ -55,6 +55,8 @@ enum Command {
     Task(task_cmd::TaskCommand),
     /// Write the Pigsty-style context folder: scripts, SQL and the manual for this task
     Generate(native_cmd::GenerateArgs),
+    /// Stream engine: the initial copy from the slot's exported snapshot (rerun to resume)
+    InitData(native_cmd::InitDataArgs),
     /// Native engine: load the source schema into the target (pre-data, post-data, all)
     CopySchema(native_cmd::CopySchemaArgs),
     /// Native engine: create the publication on the source
@@ -147,6 +149,7 @@ fn main() -> ExitCode {
             Command::Task(cmd) => task_cmd::run(cmd),
             Command::Demo(args) => demo::run(args).await,
             Command::Generate(a) => native_cmd::generate(a),
+            Command::InitData(a) => native_cmd::init_data(a).await,
             Command::CopySchema(a) => native_cmd::copy_schema(a).await,
             Command::CreatePub(a) => native_cmd::create_pub(a).await,
             Command::CreateSub(a) => native_cmd::create_sub(a).await,

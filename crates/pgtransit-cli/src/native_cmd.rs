@@ -405,3 +405,64 @@ pub fn generate(a: GenerateArgs) -> Result<u8, Failure> {
     ));
     Ok(0)
 }
+
+#[derive(Args)]
+pub struct InitDataArgs {
+    #[command(flatten)]
+    pub task: TaskArgs,
+    /// Parallel COPY workers (default: the task's table_jobs)
+    #[arg(long, value_name = "N")]
+    pub table_jobs: Option<usize>,
+    /// Split tables with more heap than this into ctid ranges of about this size
+    #[arg(long, value_name = "MB", default_value_t = 512)]
+    pub split_mb: i64,
+    /// Copy even into target tables that already hold rows
+    #[arg(long)]
+    pub force: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Stream engine: the initial copy from the slot's exported snapshot; rerun to resume.
+pub async fn init_data(a: InitDataArgs) -> Result<u8, Failure> {
+    let task = resolve_task(&a.task)?;
+    let o = pgtransit::snapshot::CopyOptions {
+        table_jobs: a.table_jobs.unwrap_or(task.table_jobs as usize),
+        split_bytes: a.split_mb * 1024 * 1024,
+        force: a.force,
+    };
+    let json = a.json;
+    let say: std::sync::Arc<dyn Fn(&str) + Send + Sync> = std::sync::Arc::new(move |l: &str| {
+        if json {
+            eprintln!("{l}")
+        } else {
+            println!("{l}")
+        }
+    });
+    let sink = say.clone();
+    let mut s = Session::new(&task, move |l| sink(l));
+    say(&format!(
+        "init-data: {} -> {} with {} worker(s)",
+        task.source.display(),
+        target_display(&task),
+        o.table_jobs
+    ));
+    let r = pgtransit::snapshot::init_data(&mut s, &o, say.clone()).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&r).map_err(|e| Failure::other(e.to_string()))?
+        );
+    } else {
+        println!(
+            "init-data: {} unit(s) copied{}, {} rows, {} in {:.1} s; the change stream starts at {}",
+            r.units_copied,
+            if r.units_skipped > 0 { format!(" ({} already done)", r.units_skipped) } else { String::new() },
+            r.rows,
+            pgtransit::catalog::pretty_bytes(r.bytes as i64),
+            r.seconds,
+            r.consistent_lsn
+        );
+    }
+    Ok(0)
+}

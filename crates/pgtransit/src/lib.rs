@@ -6,5 +6,6 @@ pub mod conn;
 pub mod generate;
 pub mod native;
 pub mod quote;
+pub mod snapshot;
 pub mod task;
 pub mod tools;

@@ -166,9 +166,36 @@ fn explain(
     )
 }
 
+/// A gated replication session (`replication=database`), authenticated and idle: it can
+/// run replication commands (IDENTIFY_SYSTEM, CREATE_REPLICATION_SLOT) before streaming.
+pub async fn replication_session(
+    spec: &ConnSpec,
+) -> Result<pgwire_replication::ReplicationClient, ConnectError> {
+    let (client, _) = open_replication(spec, "", "", false).await?;
+    Ok(client)
+}
+
 /// Open a replication connection (`replication=database`) and run IDENTIFY_SYSTEM; returns
 /// the server's system identifier, timeline and current WAL position as text.
 pub async fn connect_replication(spec: &ConnSpec) -> Result<(String, u32, String), ConnectError> {
+    let (mut client, id) = open_replication(spec, "", "", true).await?;
+    client.abort();
+    let id = id.expect("identify requested");
+    Ok((id.system_id, id.timeline, id.xlogpos.to_string()))
+}
+
+async fn open_replication(
+    spec: &ConnSpec,
+    slot: &str,
+    publication: &str,
+    identify: bool,
+) -> Result<
+    (
+        pgwire_replication::ReplicationClient,
+        Option<pgwire_replication::IdentifySystem>,
+    ),
+    ConnectError,
+> {
     use pgwire_replication::config::{ReplicationConfig, TlsConfig};
     let target = spec.display();
     let fail = |problem: String, fix: String| ConnectError {
@@ -188,8 +215,8 @@ pub async fn connect_replication(spec: &ConnSpec) -> Result<(String, u32, String
             spec.user(),
             password,
             spec.dbname(),
-            "",
-            "",
+            slot,
+            publication,
         )
     } else {
         let tls = match spec.sslmode() {
@@ -198,20 +225,32 @@ pub async fn connect_replication(spec: &ConnSpec) -> Result<(String, u32, String
             SslMode::VerifyCa => TlsConfig::verify_ca(spec.sslrootcert().map(Into::into)),
             SslMode::VerifyFull => TlsConfig::verify_full(spec.sslrootcert().map(Into::into)),
         };
-        ReplicationConfig::new(host, spec.user(), password, spec.dbname(), "", "")
-            .with_port(spec.port())
-            .with_tls(tls)
+        ReplicationConfig::new(
+            host,
+            spec.user(),
+            password,
+            spec.dbname(),
+            slot,
+            publication,
+        )
+        .with_port(spec.port())
+        .with_tls(tls)
     };
     cfg = cfg.with_application_name(spec.application_name());
     let limit = Duration::from_secs(spec.connect_timeout() * 2 + 1);
     let attempt = async {
         let mut client = pgwire_replication::ReplicationClient::connect_gated(cfg).await?;
-        let id = client.identify_system().await;
-        client.abort();
-        id
+        // The gated worker authenticates lazily: a first command proves the session works.
+        let id = if identify {
+            Some(client.identify_system().await?)
+        } else {
+            client.simple_query("SELECT 1").await?;
+            None
+        };
+        Ok::<_, pgwire_replication::PgWireError>((client, id))
     };
     match tokio::time::timeout(limit, attempt).await {
-        Ok(Ok(id)) => Ok((id.system_id, id.timeline, id.xlogpos.to_string())),
+        Ok(Ok(pair)) => Ok(pair),
         Ok(Err(e)) => {
             let msg = e.to_string();
             let fix = if msg.contains("pg_hba.conf") {

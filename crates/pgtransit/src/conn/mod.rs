@@ -10,6 +10,6 @@ mod pgpass;
 mod secret;
 mod tls;
 
-pub use connect::{connect, connect_replication, ConnectError};
+pub use connect::{connect, connect_replication, replication_session, ConnectError};
 pub use parse::{ConnSpec, SslMode};
 pub use secret::Secret;

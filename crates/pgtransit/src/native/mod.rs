@@ -15,7 +15,7 @@ pub mod sql;
 mod steps;
 
 pub use diff::{diff, DiffReport, DiffRow};
-pub use exec::{Session, StepError, StepErrorKind};
+pub use exec::{sql_error, Session, StepError, StepErrorKind};
 pub use plan::{Action, Plan};
 pub use progress::{progress, Progress, TableProgress};
 pub use schema::{copy_schema, plan_copy_schema, SchemaOptions, Section};

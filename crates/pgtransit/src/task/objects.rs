@@ -26,6 +26,8 @@ pub struct ObjectPattern {
 /// Schemas whose tables belong to PostgreSQL or to an extension's internals.
 pub fn is_internal_schema(schema: &str) -> bool {
     schema == "information_schema"
+        // pgtransit's own bookkeeping on the target (copy progress).
+        || schema == "pgtransit"
         || schema.starts_with("pg_")
         || schema.starts_with("_timescaledb")
         || schema.starts_with("timescaledb_")
@@ -120,7 +122,7 @@ impl ObjectFilter {
 /// [`is_internal_schema`] in SQL.
 fn internal_schema_condition(col: &str) -> String {
     format!(
-        "{col} <> 'information_schema' AND {col} !~ '^pg_' AND {col} !~ '^_timescaledb' \
+        "{col} NOT IN ('information_schema', 'pgtransit') AND {col} !~ '^pg_' AND {col} !~ '^_timescaledb' \
          AND {col} !~ '^timescaledb_' \
          AND {col} NOT IN ('citus', 'citus_internal', 'columnar', 'columnar_internal')"
     )

@@ -1,0 +1,171 @@
+//! The stream engine's initial copy (init-data): a logical slot created with an exported
+//! snapshot, and parallel workers that import it and stream `COPY ... TO STDOUT` straight
+//! into `COPY ... FROM STDIN` on the target — never a table, chunk or row set in memory.
+//! Big tables are split into ctid ranges. Every unit is marked done on the target in the
+//! same transaction as its rows, so a killed copy resumes where it stopped.
+
+mod plan;
+mod slot;
+mod worker;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::check::Side;
+use crate::native::{self, Session, StepError};
+use crate::quote;
+
+pub use plan::Unit;
+
+const PROGRESS_TABLE: &str = include_str!("sql/progress-table.sql");
+
+#[derive(Clone, Debug)]
+pub struct CopyOptions {
+    /// Parallel COPY workers.
+    pub table_jobs: usize,
+    /// Tables larger than this (heap bytes) are split into ctid ranges of about this size.
+    pub split_bytes: i64,
+    /// Copy even into target tables that already hold rows.
+    pub force: bool,
+}
+
+/// What a run of init-data did.
+#[derive(Clone, Debug, Serialize)]
+pub struct CopyReport {
+    /// The slot's consistent point: where the change stream starts.
+    pub consistent_lsn: String,
+    /// The snapshot this run copied in (the consistent point, or a fresh one on resume).
+    pub snapshot_lsn: String,
+    pub resumed: bool,
+    pub units_copied: usize,
+    pub units_skipped: usize,
+    pub rows: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+/// Run init-data for the session's task.
+pub async fn init_data(
+    s: &mut Session<'_>,
+    o: &CopyOptions,
+    say: Arc<dyn Fn(&str) + Send + Sync>,
+) -> Result<CopyReport, StepError> {
+    let started = Instant::now();
+    let task = s.task;
+    s.execute(
+        Side::Target,
+        "creating pgtransit.copy_progress",
+        PROGRESS_TABLE,
+    )
+    .await?;
+    let mut units = plan::load(s).await?;
+    let slot_exists = !s
+        .rows(
+            Side::Source,
+            "looking for the slot",
+            &native::sql::for_task(native::sql::SLOT_STATE, task),
+        )
+        .await?
+        .is_empty();
+    let resumed = !units.is_empty();
+    let (snapshot, consistent_lsn) = if units.is_empty() {
+        if slot_exists {
+            return Err(StepError::refused(format!(
+                "replication slot {} already exists on the source, but the target records no copy \
+                 for task {}: another task uses the name, or an earlier run left it. Drop it if it \
+                 is a leftover (SELECT pg_drop_replication_slot({})) or give this task another slot name.",
+                quote::ident(&task.slot),
+                task.name,
+                quote::literal(&task.slot)
+            )));
+        }
+        // The publication must exist before the slot: changes are filtered by the
+        // publication as it was when they were written.
+        native::create_pub(s).await?;
+        let exported = slot::create(s, &task.slot, false).await?;
+        say(&format!(
+            "  [source] slot {} created at {} (snapshot {})",
+            quote::ident(&task.slot),
+            exported.lsn,
+            exported.snapshot
+        ));
+        units = plan::make(s, &exported, o).await?;
+        plan::guard_empty_targets(s, &units, o.force).await?;
+        plan::store(s, &units, &exported.lsn).await?;
+        let lsn = exported.lsn.clone();
+        (exported, lsn)
+    } else {
+        if !slot_exists {
+            return Err(StepError::refused(format!(
+                "the target records a copy for task {} but the slot {} is gone from the source, so the \
+                 changes since that copy are lost: start the task over (drop the copied tables' rows \
+                 and pgtransit.copy_progress on the target)",
+                task.name,
+                quote::ident(&task.slot)
+            )));
+        }
+        let consistent = plan::consistent_lsn(s).await?;
+        if units.iter().all(|u| u.done) {
+            say("  every table is already copied");
+            return Ok(CopyReport {
+                snapshot_lsn: consistent.clone(),
+                consistent_lsn: consistent,
+                resumed: true,
+                units_copied: 0,
+                units_skipped: units.len(),
+                rows: 0,
+                bytes: 0,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
+        // The first snapshot died with the crash: the rest is copied from a fresh one, whose
+        // position is recorded per unit for the change stream.
+        let temp = format!("{}_resume_{}", task.slot, std::process::id());
+        let exported = slot::create(s, &temp, true).await?;
+        say(&format!(
+            "  resuming: {} of {} unit(s) already copied; the rest from a fresh snapshot at {}",
+            units.iter().filter(|u| u.done).count(),
+            units.len(),
+            exported.lsn
+        ));
+        plan::restart_keyless_partial_tables(s, &mut units, &say).await?;
+        (exported, consistent)
+    };
+    let pending: Vec<Unit> = units.iter().filter(|u| !u.done).cloned().collect();
+    let skipped = units.len() - pending.len();
+    let totals = worker::run(s, snapshot, pending, o.table_jobs.max(1), say.clone()).await?;
+    let seqs = native::copy_seq(s, 0).await?;
+    say(&format!(
+        "  [target] {seqs} sequence(s) set from the source"
+    ));
+    s.execute(
+        Side::Target,
+        "recording the end of the copy",
+        &format!(
+            "UPDATE pgtransit.copy_state SET finished_at = now() WHERE task = {}",
+            quote::literal(&task.name)
+        ),
+    )
+    .await?;
+    Ok(CopyReport {
+        consistent_lsn,
+        snapshot_lsn: totals.snapshot_lsn,
+        resumed,
+        units_copied: totals.units,
+        units_skipped: skipped,
+        rows: totals.rows,
+        bytes: totals.bytes,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Bytes per second as text.
+pub fn rate(bytes: u64, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64().max(0.001);
+    format!(
+        "{}/s",
+        crate::catalog::pretty_bytes((bytes as f64 / secs) as i64)
+    )
+}

@@ -1,0 +1,268 @@
+//! Copy workers: each imports the exported snapshot once, then takes units (largest first)
+//! and pipes the source's COPY output into the target's COPY input, chunk by chunk as the
+//! bytes arrive. A unit's rows and its "done" mark commit together on the target.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{pin_mut, SinkExt, StreamExt};
+use tokio_postgres::Client;
+
+use super::plan::Unit;
+use super::slot::Exported;
+use crate::catalog::pretty_bytes;
+use crate::check::Side;
+use crate::conn::{self, ConnSpec};
+use crate::native::{sql_error, Session, StepError};
+use crate::quote;
+
+pub struct Totals {
+    pub units: usize,
+    pub rows: u64,
+    pub bytes: u64,
+    pub snapshot_lsn: String,
+}
+
+#[derive(Default)]
+struct Counters {
+    units: AtomicUsize,
+    rows: AtomicU64,
+    bytes: AtomicU64,
+    stop: AtomicBool,
+}
+
+type Say = Arc<dyn Fn(&str) + Send + Sync>;
+
+pub async fn run(
+    s: &mut Session<'_>,
+    exported: Exported,
+    units: Vec<Unit>,
+    jobs: usize,
+    say: Say,
+) -> Result<Totals, StepError> {
+    let source = s.spec(Side::Source)?.clone();
+    let target = s.spec(Side::Target)?.clone();
+    let task = s.task.name.clone();
+    let planned: i64 = units.iter().map(|u| u.bytes_planned).sum();
+    let jobs = jobs.min(units.len()).max(1);
+    let queue = Arc::new(Mutex::new(units.into_iter().collect::<VecDeque<_>>()));
+    let counters = Arc::new(Counters::default());
+    let (imported_tx, mut imported_rx) = tokio::sync::mpsc::channel::<Result<(), StepError>>(jobs);
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..jobs {
+        let w = Worker {
+            source: source.clone(),
+            target: target.clone(),
+            snapshot: exported.snapshot.clone(),
+            snapshot_lsn: exported.lsn.clone(),
+            task: task.clone(),
+            queue: queue.clone(),
+            counters: counters.clone(),
+            say: say.clone(),
+            visible: String::new(),
+        };
+        let tx = imported_tx.clone();
+        handles.push(tokio::spawn(async move { w.run(tx).await }));
+    }
+    drop(imported_tx);
+    // The exporting session must stay until every worker imported the snapshot.
+    let mut import_error = None;
+    for _ in 0..jobs {
+        match imported_rx.recv().await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                import_error.get_or_insert(e);
+            }
+            None => break,
+        }
+    }
+    let mut session = exported.session;
+    session.abort();
+    if let Some(e) = import_error {
+        counters.stop.store(true, Ordering::SeqCst);
+        for h in handles {
+            let _ = h.await;
+        }
+        return Err(e);
+    }
+    let ticker = {
+        let counters = counters.clone();
+        let say = say.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let b = counters.bytes.load(Ordering::Relaxed);
+                let pct = if planned > 0 {
+                    (b as f64 * 100.0 / planned as f64).min(99.0)
+                } else {
+                    0.0
+                };
+                say(&format!(
+                    "  ... {} units done, {} rows, {} of ~{} ({pct:.0}%), {}",
+                    counters.units.load(Ordering::Relaxed),
+                    counters.rows.load(Ordering::Relaxed),
+                    pretty_bytes(b as i64),
+                    pretty_bytes(planned),
+                    super::rate(b, started.elapsed())
+                ));
+            }
+        })
+    };
+    let mut first_error = None;
+    for h in handles {
+        match h.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                first_error
+                    .get_or_insert(StepError::failed(format!("a copy worker panicked: {e}")));
+            }
+        }
+    }
+    ticker.abort();
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    Ok(Totals {
+        units: counters.units.load(Ordering::SeqCst),
+        rows: counters.rows.load(Ordering::SeqCst),
+        bytes: counters.bytes.load(Ordering::SeqCst),
+        snapshot_lsn: exported.lsn,
+    })
+}
+
+struct Worker {
+    source: ConnSpec,
+    target: ConnSpec,
+    snapshot: String,
+    snapshot_lsn: String,
+    task: String,
+    queue: Arc<Mutex<VecDeque<Unit>>>,
+    counters: Arc<Counters>,
+    say: Say,
+    /// The imported snapshot as text (xmin:xmax:xip), recorded with every unit.
+    visible: String,
+}
+
+impl Worker {
+    async fn run(
+        mut self,
+        imported: tokio::sync::mpsc::Sender<Result<(), StepError>>,
+    ) -> Result<(), StepError> {
+        let src = match self.import().await {
+            Ok((c, visible)) => {
+                self.visible = visible;
+                let _ = imported.send(Ok(())).await;
+                c
+            }
+            Err(e) => {
+                let _ = imported.send(Err(StepError::failed(e.to_string()))).await;
+                return Err(e);
+            }
+        };
+        drop(imported);
+        let mut dst = conn::connect(&self.target).await?;
+        loop {
+            if self.counters.stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let unit = self.queue.lock().expect("queue lock").pop_front();
+            let Some(unit) = unit else { return Ok(()) };
+            if let Err(e) = self.copy(&src, &mut dst, &unit).await {
+                self.counters.stop.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
+        }
+    }
+
+    /// A source session inside the exported snapshot, and the snapshot as text.
+    async fn import(&self) -> Result<(Client, String), StepError> {
+        let src = conn::connect(&self.source).await?;
+        src.batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+            quote::literal(&self.snapshot)
+        ))
+        .await
+        .map_err(|e| sql_error("importing the exported snapshot (on the source)", e))?;
+        let visible: String = src
+            .query_one("SELECT txid_current_snapshot()::text", &[])
+            .await
+            .map_err(|e| sql_error("reading the snapshot (on the source)", e))?
+            .get(0);
+        Ok((src, visible))
+    }
+
+    async fn copy(&self, src: &Client, dst: &mut Client, unit: &Unit) -> Result<(), StepError> {
+        let started = Instant::now();
+        let label = unit.label();
+        let fail = |what: &str| {
+            let what = format!("{what} {label}");
+            move |e| sql_error(&what, e)
+        };
+        let tx = dst
+            .transaction()
+            .await
+            .map_err(fail("starting the copy of"))?;
+        // A table emptied in this transaction can be loaded frozen: no second write of every
+        // page by VACUUM later.
+        let freeze = unit.whole_own_table();
+        if freeze {
+            tx.batch_execute(&format!("TRUNCATE ONLY {}", unit.target_name))
+                .await
+                .map_err(fail("emptying"))?;
+        }
+        let sink = tx
+            .copy_in(unit.copy_in_sql(freeze).as_str())
+            .await
+            .map_err(fail("COPY FROM STDIN into the target for"))?;
+        let stream = src
+            .copy_out(unit.copy_out_sql().as_str())
+            .await
+            .map_err(fail("COPY TO STDOUT on the source for"))?;
+        pin_mut!(sink);
+        pin_mut!(stream);
+        let mut bytes = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(fail("reading the source rows of"))?;
+            bytes += chunk.len() as u64;
+            self.counters
+                .bytes
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            sink.feed(chunk)
+                .await
+                .map_err(fail("writing the target rows of"))?;
+        }
+        let rows = sink.finish().await.map_err(fail("finishing the copy of"))?;
+        tx.execute(
+            "UPDATE pgtransit.copy_progress SET done = true, snapshot_lsn = $1::text::pg_lsn, \
+             snapshot = $6, rows_copied = $2, copied_at = now() \
+             WHERE task = $3 AND relation = $4 AND chunk = $5",
+            &[
+                &self.snapshot_lsn,
+                &(rows as i64),
+                &self.task,
+                &unit.relation,
+                &unit.chunk,
+                &self.visible,
+            ],
+        )
+        .await
+        .map_err(fail("recording the copy of"))?;
+        tx.commit().await.map_err(fail("committing the copy of"))?;
+        self.counters.units.fetch_add(1, Ordering::Relaxed);
+        self.counters.rows.fetch_add(rows, Ordering::Relaxed);
+        (self.say)(&format!(
+            "  copied {label}: {rows} rows, {} in {:.1} s ({}){}",
+            pretty_bytes(bytes as i64),
+            started.elapsed().as_secs_f64(),
+            super::rate(bytes, started.elapsed()),
+            if freeze { ", frozen" } else { "" }
+        ));
+        Ok(())
+    }
+}
