@@ -55,6 +55,8 @@ enum Command {
     Task(task_cmd::TaskCommand),
     /// Write the Pigsty-style context folder: scripts, SQL and the manual for this task
     Generate(native_cmd::GenerateArgs),
+    /// Stream engine: schema without keys before the copy; after it, indexes built in parallel
+    InitStruct(native_cmd::InitStructArgs),
     /// Stream engine: the initial copy from the slot's exported snapshot (rerun to resume)
     InitData(native_cmd::InitDataArgs),
     /// Native engine: load the source schema into the target (pre-data, post-data, all)
@@ -149,6 +151,7 @@ fn main() -> ExitCode {
             Command::Task(cmd) => task_cmd::run(cmd),
             Command::Demo(args) => demo::run(args).await,
             Command::Generate(a) => native_cmd::generate(a),
+            Command::InitStruct(a) => native_cmd::init_struct(a).await,
             Command::InitData(a) => native_cmd::init_data(a).await,
             Command::CopySchema(a) => native_cmd::copy_schema(a).await,
             Command::CreatePub(a) => native_cmd::create_pub(a).await,

@@ -110,7 +110,32 @@ fn session(task: &Task) -> Session<'_> {
     Session::new(task, say)
 }
 
+#[derive(Args)]
+pub struct InitStructArgs {
+    #[command(flatten)]
+    pub schema: CopySchemaArgs,
+    /// Indexes built at once in post-data (default: the task's index_jobs)
+    #[arg(long, value_name = "N")]
+    pub index_jobs: Option<usize>,
+}
+
+/// Stream engine: the schema without keys before the copy; after it, every index built
+/// by pgtransit in parallel (keys attached from unique indexes), resumable.
+pub async fn init_struct(a: InitStructArgs) -> Result<u8, Failure> {
+    let jobs = a.index_jobs;
+    schema_step(a.schema, "init-struct", Some(jobs)).await
+}
+
 pub async fn copy_schema(a: CopySchemaArgs) -> Result<u8, Failure> {
+    schema_step(a, "copy-schema", None).await
+}
+
+/// copy-schema (native: keys before the data) or init-struct (stream: `Some(index_jobs)`).
+async fn schema_step(
+    a: CopySchemaArgs,
+    step: &str,
+    stream: Option<Option<usize>>,
+) -> Result<u8, Failure> {
     let task = resolve_task(&a.step.task)?;
     let o = SchemaOptions {
         section: match a.section {
@@ -121,18 +146,20 @@ pub async fn copy_schema(a: CopySchemaArgs) -> Result<u8, Failure> {
         clean: a.clean,
         force: a.force,
         workdir: a.workdir,
+        stream: stream.is_some(),
+        index_jobs: stream.flatten().unwrap_or(task.index_jobs as usize),
     };
     if a.step.dry_run {
         return dry_run(native::plan_copy_schema(&task, &o));
     }
     say(&format!(
-        "copy-schema ({}): {} -> {}",
+        "{step} ({}): {} -> {}",
         o.section.name(),
         task.source.display(),
         target_display(&task)
     ));
     native::copy_schema(&mut session(&task), &o).await?;
-    say("copy-schema: done");
+    say(&format!("{step}: done"));
     Ok(0)
 }
 

@@ -166,18 +166,36 @@ fn types_the_anchors_fail_on_copy_exactly() {
     ok(&["copy-schema", "--source", &src, "--target", &dst]);
     ok(&["init-data", "--source", &src, "--target", &dst]);
     for table in ["typed", "plain"] {
-        let q = format!("SELECT count(*) || ':' || md5(string_agg(t::text, E'\\n' ORDER BY id)) FROM {table} t");
-        assert_eq!(p.source.psql(DB, &q).unwrap(), p.target.psql(DB, &q).unwrap(), "{table}");
+        let q = format!(
+            "SELECT count(*) || ':' || md5(string_agg(t::text, E'\\n' ORDER BY id)) FROM {table} t"
+        );
+        assert_eq!(
+            p.source.psql(DB, &q).unwrap(),
+            p.target.psql(DB, &q).unwrap(),
+            "{table}"
+        );
     }
     let formats = p
         .target
         .psql(DB, "SELECT string_agg(relation || '=' || binary_copy, ',' ORDER BY relation) FROM pgtransit.copy_progress")
         .unwrap();
-    assert_eq!(formats.trim(), "public.plain=true,public.typed=false", "user-type arrays and composites go as text");
+    assert_eq!(
+        formats.trim(),
+        "public.plain=true,public.typed=false",
+        "user-type arrays and composites go as text"
+    );
     // Spot checks that text equality did not hide a lossy round trip.
-    let row1 = "SELECT n::text, f::text, ts::text, m::text, mr::text, pairs::text FROM typed WHERE id = 1";
-    assert_eq!(p.source.psql(DB, row1).unwrap(), p.target.psql(DB, row1).unwrap());
-    assert!(p.target.psql(DB, row1).unwrap().starts_with("NaN|Infinity|infinity|-$92,233,720,368,547,758.08"));
+    let row1 =
+        "SELECT n::text, f::text, ts::text, m::text, mr::text, pairs::text FROM typed WHERE id = 1";
+    assert_eq!(
+        p.source.psql(DB, row1).unwrap(),
+        p.target.psql(DB, row1).unwrap()
+    );
+    assert!(p
+        .target
+        .psql(DB, row1)
+        .unwrap()
+        .starts_with("NaN|Infinity|infinity|-$92,233,720,368,547,758.08"));
 }
 
 #[test]

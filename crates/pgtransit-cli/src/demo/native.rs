@@ -135,6 +135,8 @@ pub async fn run() -> Result<u8, Failure> {
         clean: false,
         force: false,
         workdir: None,
+        stream: false,
+        index_jobs: 1,
     };
     let t = step("copy-schema   # pre-data plus primary keys and identity indexes");
     native::copy_schema(&mut s, &schema(Section::PreData)).await?;

@@ -8,6 +8,7 @@
 
 mod diff;
 mod exec;
+mod indexes;
 mod plan;
 mod progress;
 mod schema;

@@ -50,6 +50,10 @@ pub struct SchemaOptions {
     pub force: bool,
     /// Where the dump and its lists are kept (a temporary folder when None).
     pub workdir: Option<PathBuf>,
+    /// The stream engine's way: keys are built after the load like every other index, and
+    /// post-data runs `index_jobs` at a time, skipping what exists (resumable).
+    pub stream: bool,
+    pub index_jobs: usize,
 }
 
 fn restore_flags(clean: bool) -> String {
@@ -150,7 +154,7 @@ pub async fn copy_schema(s: &mut Session<'_>, o: &SchemaOptions) -> Result<(), S
         s.run_statements(Side::Target, &stmts, str::to_string)
             .await?;
     }
-    dump_and_restore(s, args, o.section, o.clean, o.workdir.as_deref()).await
+    dump_and_restore(s, args, o).await
 }
 
 /// The schema of tables created on the source after copy-schema (for `refresh`): pre-data
@@ -172,7 +176,15 @@ pub async fn copy_tables(
         .iter()
         .map(|(n, t)| format!("--table={}", psql_pattern(n, t)))
         .collect();
-    dump_and_restore(s, args, Section::PreData, false, None).await
+    let o = SchemaOptions {
+        section: Section::PreData,
+        clean: false,
+        force: false,
+        workdir: None,
+        stream: false,
+        index_jobs: 1,
+    };
+    dump_and_restore(s, args, &o).await
 }
 
 /// An exact `schema.table` as a psql pattern (quoted: no wildcard, case kept).
@@ -187,10 +199,9 @@ fn psql_pattern(schema: &str, table: &str) -> String {
 async fn dump_and_restore(
     s: &mut Session<'_>,
     selection: Vec<String>,
-    section: Section,
-    clean: bool,
-    workdir: Option<&Path>,
+    o: &SchemaOptions,
 ) -> Result<(), StepError> {
+    let (section, clean, workdir) = (o.section, o.clean, o.workdir.as_deref());
     let task = s.task;
     let target = s.spec(Side::Target)?.clone();
     let temp;
@@ -222,15 +233,20 @@ async fn dump_and_restore(
     ));
     run_program(&pg_dump, &dump_args, &task.source).await?;
 
-    let keys: HashSet<String> = s
-        .generate(
+    // The native engine needs keys before the data (the subscription applies changes
+    // during the copy); the stream engine builds them after the load.
+    let keys: HashSet<String> = if o.stream {
+        HashSet::new()
+    } else {
+        s.generate(
             Side::Source,
             "listing primary keys and identity indexes",
             &sql::for_task(sql::SCHEMA_KEYS, task),
         )
         .await?
         .into_iter()
-        .collect();
+        .collect()
+    };
     let pre = toc(&pg_restore, &dump, "pre-data").await?;
     let post = toc(&pg_restore, &dump, "post-data").await?;
     let (pre_list, post_list) = split_toc(&pre, &post, &keys);
@@ -247,7 +263,7 @@ async fn dump_and_restore(
         )
         .await?;
     }
-    if section.post() {
+    if section.post() && !o.stream {
         restore(
             s,
             &pg_restore,
@@ -260,6 +276,51 @@ async fn dump_and_restore(
         )
         .await?;
     }
+    if section.post() && o.stream {
+        let covered = super::indexes::build(s, o.index_jobs).await?;
+        let mut rest = Vec::new();
+        for line in post_list {
+            let key = toc_key(&line).unwrap_or_default();
+            if covered.contains(&key) || super::indexes::exists_on_target(s, &key).await? {
+                continue;
+            }
+            rest.push(line);
+        }
+        restore_parallel(s, &pg_restore, &dump, dir, &rest, o.index_jobs, &target).await?;
+    }
+    Ok(())
+}
+
+/// pg_restore of the rest of post-data, `jobs` entries at a time, stopping at an error.
+async fn restore_parallel(
+    s: &mut Session<'_>,
+    pg_restore: &Path,
+    dump: &Path,
+    dir: &Path,
+    entries: &[String],
+    jobs: usize,
+    target: &ConnSpec,
+) -> Result<(), StepError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let list = dir.join("post-data.list");
+    std::fs::write(&list, entries.join("\n") + "\n")
+        .map_err(|e| StepError::failed(format!("writing {}: {e}", list.display())))?;
+    let args = vec![
+        "--no-owner".to_string(),
+        "--no-privileges".to_string(),
+        "--exit-on-error".to_string(),
+        format!("--jobs={}", jobs.max(1)),
+        format!("--use-list={}", list.display()),
+        dump.display().to_string(),
+    ];
+    s.say(&format!(
+        "  [target] pg_restore post-data: {} object(s), {} job(s)",
+        entries.len(),
+        jobs.max(1)
+    ));
+    run_program(pg_restore, &args, target).await?;
     Ok(())
 }
 
