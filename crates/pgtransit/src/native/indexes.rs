@@ -15,7 +15,7 @@ use super::sql;
 use crate::check::Side;
 use crate::conn::{self, ConnSpec};
 
-const INDEX_BUILDS: &str = include_str!("sql/index-builds.sql");
+pub(crate) const INDEX_BUILDS: &str = include_str!("sql/index-builds.sql");
 
 #[derive(Clone, Debug)]
 struct Build {

@@ -90,11 +90,13 @@ pub fn plan_copy_schema(task: &crate::task::Task, o: &SchemaOptions) -> Plan {
             task.source.masked()
         ),
     });
-    actions.push(Action::Inspect {
-        side: Side::Source,
-        why: "the keys the apply needs before the data (moved from post-data to pre-data)".into(),
-        sql: sql::for_task(sql::SCHEMA_KEYS, task),
-    });
+    if !o.stream {
+        actions.push(Action::Inspect {
+            side: Side::Source,
+            why: "the keys the apply needs before the data (moved from post-data to pre-data)".into(),
+            sql: sql::for_task(sql::SCHEMA_KEYS, task),
+        });
+    }
     if o.section.pre() {
         actions.push(Action::Generate {
             from: Side::Source,
@@ -110,7 +112,24 @@ pub fn plan_copy_schema(task: &crate::task::Task, o: &SchemaOptions) -> Plan {
             ),
         });
     }
-    if o.section.post() {
+    if o.section.post() && o.stream {
+        actions.push(Action::Generate {
+            from: Side::Source,
+            to: Side::Target,
+            why: format!(
+                "build every index {} at a time (skipping those that exist); keys as a unique index, then attached",
+                o.index_jobs.max(1)
+            ),
+            sql: sql::for_task(super::indexes::INDEX_BUILDS, task),
+        });
+        actions.push(Action::Program {
+            why: "the rest of post-data (foreign keys, triggers, ...), skipping what exists".into(),
+            command: format!(
+                "pg_restore --no-owner --no-privileges --exit-on-error --jobs={} --use-list=post-data.list --dbname='{target}' schema.dump",
+                o.index_jobs.max(1)
+            ),
+        });
+    } else if o.section.post() {
         actions.push(Action::Program {
             why: "load the rest of post-data (indexes, foreign keys, triggers)".into(),
             command: format!(
@@ -120,7 +139,7 @@ pub fn plan_copy_schema(task: &crate::task::Task, o: &SchemaOptions) -> Plan {
         });
     }
     Plan {
-        step: "copy-schema",
+        step: if o.stream { "init-struct" } else { "copy-schema" },
         actions,
     }
 }
