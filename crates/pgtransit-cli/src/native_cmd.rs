@@ -459,26 +459,29 @@ pub async fn init_data(a: InitDataArgs) -> Result<u8, Failure> {
         force: a.force,
     };
     let json = a.json;
-    let say: std::sync::Arc<dyn Fn(&str) + Send + Sync> = std::sync::Arc::new(move |l: &str| {
-        if json {
-            eprintln!("{l}")
-        } else {
-            println!("{l}")
-        }
-    });
-    let sink = say.clone();
-    let mut s = Session::new(&task, move |l| sink(l));
-    say(&format!(
+    // JSON lines on stdout with --json (one event each), readable lines otherwise.
+    let events: pgtransit::snapshot::Events =
+        std::sync::Arc::new(move |e: pgtransit::snapshot::CopyEvent| {
+            if json {
+                println!("{}", serde_json::to_string(&e).unwrap_or_default())
+            } else {
+                println!("{e}")
+            }
+        });
+    let sink = events.clone();
+    let mut s = Session::new(&task, move |l| sink(pgtransit::snapshot::message(l)));
+    events(pgtransit::snapshot::message(format!(
         "init-data: {} -> {} with {} worker(s)",
         task.source.display(),
         target_display(&task),
         o.table_jobs
-    ));
-    let r = pgtransit::snapshot::init_data(&mut s, &o, say.clone()).await?;
+    )));
+    let r = pgtransit::snapshot::init_data(&mut s, &o, events.clone()).await?;
     if json {
+        let done = serde_json::json!({ "event": "done", "report": r });
         println!(
             "{}",
-            serde_json::to_string_pretty(&r).map_err(|e| Failure::other(e.to_string()))?
+            serde_json::to_string(&done).map_err(|e| Failure::other(e.to_string()))?
         );
     } else {
         println!(

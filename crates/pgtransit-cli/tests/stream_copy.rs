@@ -164,7 +164,22 @@ fn types_the_anchors_fail_on_copy_exactly() {
     let p = pair_with(TYPES_SQL);
     let (src, dst) = (p.source.url(DB), p.target.url(DB));
     ok(&["copy-schema", "--source", &src, "--target", &dst]);
-    ok(&["init-data", "--source", &src, "--target", &dst]);
+    // --json: one event per line, ending with the report.
+    let out = ok(&["init-data", "--source", &src, "--target", &dst, "--json"]);
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    let done: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["event"] == "unit-done")
+        .collect();
+    assert_eq!(done.len(), 2, "{out}");
+    assert!(done
+        .iter()
+        .any(|e| e["relation"] == "public.plain" && e["binary"] == true && e["rows"] == 2002));
+    assert_eq!(events.last().unwrap()["event"], "done");
+    assert_eq!(events.last().unwrap()["report"]["rows"], 4004);
     for table in ["typed", "plain"] {
         let q = format!(
             "SELECT count(*) || ':' || md5(string_agg(t::text, E'\\n' ORDER BY id)) FROM {table} t"

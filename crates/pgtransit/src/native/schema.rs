@@ -93,7 +93,8 @@ pub fn plan_copy_schema(task: &crate::task::Task, o: &SchemaOptions) -> Plan {
     if !o.stream {
         actions.push(Action::Inspect {
             side: Side::Source,
-            why: "the keys the apply needs before the data (moved from post-data to pre-data)".into(),
+            why: "the keys the apply needs before the data (moved from post-data to pre-data)"
+                .into(),
             sql: sql::for_task(sql::SCHEMA_KEYS, task),
         });
     }
@@ -139,7 +140,11 @@ pub fn plan_copy_schema(task: &crate::task::Task, o: &SchemaOptions) -> Plan {
         });
     }
     Plan {
-        step: if o.stream { "init-struct" } else { "copy-schema" },
+        step: if o.stream {
+            "init-struct"
+        } else {
+            "copy-schema"
+        },
         actions,
     }
 }

@@ -4,11 +4,11 @@
 //! Big tables are split into ctid ranges. Every unit is marked done on the target in the
 //! same transaction as its rows, so a killed copy resumes where it stopped.
 
+mod events;
 mod plan;
 mod slot;
 mod worker;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -17,6 +17,7 @@ use crate::check::Side;
 use crate::native::{self, Session, StepError};
 use crate::quote;
 
+pub use events::{message, CopyEvent, Events};
 pub use plan::Unit;
 
 const PROGRESS_TABLE: &str = include_str!("sql/progress-table.sql");
@@ -50,8 +51,9 @@ pub struct CopyReport {
 pub async fn init_data(
     s: &mut Session<'_>,
     o: &CopyOptions,
-    say: Arc<dyn Fn(&str) + Send + Sync>,
+    events: Events,
 ) -> Result<CopyReport, StepError> {
+    let say = |t: &str| events(message(t));
     let started = Instant::now();
     let task = s.task;
     s.execute(
@@ -130,12 +132,12 @@ pub async fn init_data(
             units.len(),
             exported.lsn
         ));
-        plan::restart_keyless_partial_tables(s, &mut units, &say).await?;
+        plan::restart_keyless_partial_tables(s, &mut units, &events).await?;
         (exported, consistent)
     };
     let pending: Vec<Unit> = units.iter().filter(|u| !u.done).cloned().collect();
     let skipped = units.len() - pending.len();
-    let totals = worker::run(s, snapshot, pending, o.table_jobs.max(1), say.clone()).await?;
+    let totals = worker::run(s, snapshot, pending, o.table_jobs.max(1), events.clone()).await?;
     let seqs = native::copy_seq(s, 0).await?;
     say(&format!(
         "  [target] {seqs} sequence(s) set from the source"

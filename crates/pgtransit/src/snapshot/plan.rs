@@ -1,8 +1,6 @@
 //! The units of the copy: a table, or a ctid range of a big one. Planned once, stored on
 //! the target, and read back on resume so that chunk boundaries never move.
 
-use std::sync::Arc;
-
 use tokio_postgres::Row;
 
 use super::slot::Exported;
@@ -249,7 +247,7 @@ pub async fn consistent_lsn(s: &mut Session<'_>) -> Result<String, StepError> {
 pub async fn restart_keyless_partial_tables(
     s: &mut Session<'_>,
     units: &mut [Unit],
-    say: &Arc<dyn Fn(&str) + Send + Sync>,
+    events: &super::Events,
 ) -> Result<(), StepError> {
     let mut restart: Vec<String> = units
         .iter()
@@ -260,9 +258,9 @@ pub async fn restart_keyless_partial_tables(
     restart.sort();
     restart.dedup();
     for rel in restart {
-        say(&format!(
+        events(super::message(format!(
             "  {rel} has no key and was partly copied: copying it again, whole"
-        ));
+        )));
         let sql = format!(
             "BEGIN; TRUNCATE ONLY {rel}; UPDATE pgtransit.copy_progress SET done = false, snapshot_lsn = NULL, \
              rows_copied = NULL, copied_at = NULL WHERE task = {} AND relation = {}; COMMIT;",

@@ -12,7 +12,7 @@ use tokio_postgres::Client;
 
 use super::plan::Unit;
 use super::slot::Exported;
-use crate::catalog::pretty_bytes;
+use super::{CopyEvent, Events};
 use crate::check::Side;
 use crate::conn::{self, ConnSpec};
 use crate::native::{sql_error, Session, StepError};
@@ -30,18 +30,19 @@ struct Counters {
     units: AtomicUsize,
     rows: AtomicU64,
     bytes: AtomicU64,
+    /// Planned bytes of the units done (for the percentage and the ETA).
+    planned_done: AtomicU64,
     stop: AtomicBool,
 }
-
-type Say = Arc<dyn Fn(&str) + Send + Sync>;
 
 pub async fn run(
     s: &mut Session<'_>,
     exported: Exported,
     units: Vec<Unit>,
     jobs: usize,
-    say: Say,
+    events: Events,
 ) -> Result<Totals, StepError> {
+    let units_total = units.len();
     let source = s.spec(Side::Source)?.clone();
     let target = s.spec(Side::Target)?.clone();
     let task = s.task.name.clone();
@@ -61,7 +62,7 @@ pub async fn run(
             task: task.clone(),
             queue: queue.clone(),
             counters: counters.clone(),
-            say: say.clone(),
+            events: events.clone(),
             visible: String::new(),
         };
         let tx = imported_tx.clone();
@@ -90,24 +91,27 @@ pub async fn run(
     }
     let ticker = {
         let counters = counters.clone();
-        let say = say.clone();
+        let events = events.clone();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(5)).await;
-                let b = counters.bytes.load(Ordering::Relaxed);
-                let pct = if planned > 0 {
-                    (b as f64 * 100.0 / planned as f64).min(99.0)
+                let bytes = counters.bytes.load(Ordering::Relaxed);
+                let done = counters.planned_done.load(Ordering::Relaxed) as f64;
+                let fraction = if planned > 0 {
+                    (done / planned as f64).min(1.0)
                 } else {
                     0.0
                 };
-                say(&format!(
-                    "  ... {} units done, {} rows, {} of ~{} ({pct:.0}%), {}",
-                    counters.units.load(Ordering::Relaxed),
-                    counters.rows.load(Ordering::Relaxed),
-                    pretty_bytes(b as i64),
-                    pretty_bytes(planned),
-                    super::rate(b, started.elapsed())
-                ));
+                let elapsed = started.elapsed().as_secs_f64();
+                events(CopyEvent::Progress {
+                    units_done: counters.units.load(Ordering::Relaxed),
+                    units_total,
+                    rows: counters.rows.load(Ordering::Relaxed),
+                    bytes,
+                    percent: fraction * 100.0,
+                    bytes_per_second: bytes as f64 / elapsed.max(0.001),
+                    eta_seconds: (fraction > 0.0).then(|| elapsed * (1.0 - fraction) / fraction),
+                });
             }
         })
     };
@@ -144,7 +148,7 @@ struct Worker {
     task: String,
     queue: Arc<Mutex<VecDeque<Unit>>>,
     counters: Arc<Counters>,
-    say: Say,
+    events: Events,
     /// The imported snapshot as text (xmin:xmax:xip), recorded with every unit.
     visible: String,
 }
@@ -256,13 +260,19 @@ impl Worker {
         tx.commit().await.map_err(fail("committing the copy of"))?;
         self.counters.units.fetch_add(1, Ordering::Relaxed);
         self.counters.rows.fetch_add(rows, Ordering::Relaxed);
-        (self.say)(&format!(
-            "  copied {label}: {rows} rows, {} in {:.1} s ({}){}",
-            pretty_bytes(bytes as i64),
-            started.elapsed().as_secs_f64(),
-            super::rate(bytes, started.elapsed()),
-            if freeze { ", frozen" } else { "" }
-        ));
+        self.counters
+            .planned_done
+            .fetch_add(unit.bytes_planned.max(0) as u64, Ordering::Relaxed);
+        (self.events)(CopyEvent::UnitDone {
+            relation: unit.relation.clone(),
+            chunk: unit.chunk + 1,
+            chunks: unit.chunks,
+            rows,
+            bytes,
+            seconds: started.elapsed().as_secs_f64(),
+            binary: unit.binary,
+            frozen: freeze,
+        });
         Ok(())
     }
 }
