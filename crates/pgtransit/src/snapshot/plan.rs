@@ -12,6 +12,10 @@ use crate::quote;
 const COPY_UNITS: &str = include_str!("sql/copy-units.sql");
 const BLOCK: i64 = 8192;
 
+/// The unit that stands for every large object (logical replication does not carry them;
+/// the copy does, in the same snapshot).
+pub const LARGE_OBJECTS: &str = "pg_largeobject";
+
 #[derive(Clone, Debug)]
 pub struct Unit {
     /// Source table, quoted.
@@ -65,6 +69,10 @@ impl Unit {
             if self.binary { "binary" } else { "text" },
             if freeze { ", FREEZE" } else { "" }
         )
+    }
+
+    pub fn is_large_objects(&self) -> bool {
+        self.relation == LARGE_OBJECTS
     }
 
     pub fn label(&self) -> String {
@@ -149,6 +157,43 @@ pub async fn make(
             });
         }
     }
+    let lo = s
+        .rows(
+            Side::Source,
+            "counting large objects",
+            "SELECT count(*), coalesce(sum(pg_column_size(data)), 0)::bigint FROM pg_largeobject_metadata m \
+             LEFT JOIN LATERAL (SELECT data FROM pg_largeobject l WHERE l.loid = m.oid) d ON true",
+        )
+        .await;
+    // Reading pg_largeobject needs superuser; without it, count the metadata only.
+    let (count, bytes): (i64, i64) = match lo {
+        Ok(rows) => (rows[0].get(0), rows[0].get(1)),
+        Err(_) => {
+            let rows = s
+                .rows(
+                    Side::Source,
+                    "counting large objects",
+                    "SELECT count(*), 0::bigint FROM pg_largeobject_metadata",
+                )
+                .await?;
+            (rows[0].get(0), 0)
+        }
+    };
+    if count > 0 {
+        units.push(Unit {
+            relation: LARGE_OBJECTS.into(),
+            chunk: 0,
+            chunks: 1,
+            target_name: LARGE_OBJECTS.into(),
+            columns: String::new(),
+            first_page: 0,
+            end_page: None,
+            bytes_planned: bytes,
+            binary: true,
+            has_key: true,
+            done: false,
+        });
+    }
     Ok(units)
 }
 
@@ -163,7 +208,12 @@ pub async fn guard_empty_targets(
     targets.dedup();
     let mut full = Vec::new();
     for t in targets {
-        let sql = format!("SELECT EXISTS (SELECT 1 FROM {t})");
+        let from = if t == LARGE_OBJECTS {
+            "pg_largeobject_metadata"
+        } else {
+            t.as_str()
+        };
+        let sql = format!("SELECT EXISTS (SELECT 1 FROM {from})");
         let rows = s
             .rows(Side::Target, "looking for rows on the target", &sql)
             .await?;

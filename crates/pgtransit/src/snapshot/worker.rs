@@ -202,6 +202,9 @@ impl Worker {
     }
 
     async fn copy(&self, src: &Client, dst: &mut Client, unit: &Unit) -> Result<(), StepError> {
+        if unit.is_large_objects() {
+            return self.copy_large_objects(src, dst, unit).await;
+        }
         let started = Instant::now();
         let label = unit.label();
         let fail = |what: &str| {
@@ -242,6 +245,37 @@ impl Worker {
                 .map_err(fail("writing the target rows of"))?;
         }
         let rows = sink.finish().await.map_err(fail("finishing the copy of"))?;
+        self.mark_done(&tx, unit, rows).await?;
+        tx.commit().await.map_err(fail("committing the copy of"))?;
+        self.finish(unit, rows, bytes, started, freeze);
+        Ok(())
+    }
+
+    fn finish(&self, unit: &Unit, rows: u64, bytes: u64, started: Instant, frozen: bool) {
+        self.counters.units.fetch_add(1, Ordering::Relaxed);
+        self.counters.rows.fetch_add(rows, Ordering::Relaxed);
+        self.counters
+            .planned_done
+            .fetch_add(unit.bytes_planned.max(0) as u64, Ordering::Relaxed);
+        (self.events)(CopyEvent::UnitDone {
+            relation: unit.relation.clone(),
+            chunk: unit.chunk + 1,
+            chunks: unit.chunks,
+            rows,
+            bytes,
+            seconds: started.elapsed().as_secs_f64(),
+            binary: unit.binary,
+            frozen,
+        });
+    }
+
+    /// Mark `unit` done inside the target transaction that holds its rows.
+    async fn mark_done(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        unit: &Unit,
+        rows: u64,
+    ) -> Result<(), StepError> {
         tx.execute(
             "UPDATE pgtransit.copy_progress SET done = true, snapshot_lsn = $1::text::pg_lsn, \
              snapshot = $6, rows_copied = $2, copied_at = now() \
@@ -256,23 +290,71 @@ impl Worker {
             ],
         )
         .await
-        .map_err(fail("recording the copy of"))?;
-        tx.commit().await.map_err(fail("committing the copy of"))?;
-        self.counters.units.fetch_add(1, Ordering::Relaxed);
-        self.counters.rows.fetch_add(rows, Ordering::Relaxed);
-        self.counters
-            .planned_done
-            .fetch_add(unit.bytes_planned.max(0) as u64, Ordering::Relaxed);
-        (self.events)(CopyEvent::UnitDone {
-            relation: unit.relation.clone(),
-            chunk: unit.chunk + 1,
-            chunks: unit.chunks,
-            rows,
-            bytes,
-            seconds: started.elapsed().as_secs_f64(),
-            binary: unit.binary,
-            frozen: freeze,
-        });
+        .map_err(|e| sql_error(&format!("recording the copy of {}", unit.label()), e))?;
+        Ok(())
+    }
+
+    /// Every large object of the snapshot, in one target transaction, 1 MiB at a time.
+    async fn copy_large_objects(
+        &self,
+        src: &Client,
+        dst: &mut Client,
+        unit: &Unit,
+    ) -> Result<(), StepError> {
+        const PIECE: i32 = 1 << 20;
+        let started = Instant::now();
+        let fail = |what: &'static str| move |e| sql_error(what, e);
+        let oids: Vec<u32> = src
+            .query("SELECT oid FROM pg_largeobject_metadata ORDER BY oid", &[])
+            .await
+            .map_err(fail("listing large objects (on the source)"))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let tx = dst
+            .transaction()
+            .await
+            .map_err(fail("starting the large object copy"))?;
+        let read = src
+            .prepare("SELECT lo_get($1, $2, $3)")
+            .await
+            .map_err(fail("reading large objects (on the source)"))?;
+        let write = tx
+            .prepare("SELECT lo_put($1, $2, $3)")
+            .await
+            .map_err(fail("writing large objects (on the target)"))?;
+        let mut bytes = 0u64;
+        for oid in &oids {
+            tx.execute("SELECT lo_create($1)", &[oid])
+                .await
+                .map_err(fail("creating a large object (on the target)"))?;
+            let mut offset: i64 = 0;
+            loop {
+                let piece: Vec<u8> = src
+                    .query_one(&read, &[oid, &offset, &PIECE])
+                    .await
+                    .map_err(fail("reading a large object (on the source)"))?
+                    .get(0);
+                if !piece.is_empty() {
+                    tx.execute(&write, &[oid, &offset, &piece])
+                        .await
+                        .map_err(fail("writing a large object (on the target)"))?;
+                }
+                offset += piece.len() as i64;
+                bytes += piece.len() as u64;
+                self.counters
+                    .bytes
+                    .fetch_add(piece.len() as u64, Ordering::Relaxed);
+                if piece.len() < PIECE as usize {
+                    break;
+                }
+            }
+        }
+        self.mark_done(&tx, unit, oids.len() as u64).await?;
+        tx.commit()
+            .await
+            .map_err(fail("committing the large objects"))?;
+        self.finish(unit, oids.len() as u64, bytes, started, false);
         Ok(())
     }
 }
