@@ -59,6 +59,8 @@ enum Command {
     InitStruct(native_cmd::InitStructArgs),
     /// Stream engine: the initial copy from the slot's exported snapshot (rerun to resume)
     InitData(native_cmd::InitDataArgs),
+    /// Stream engine: read the slot and apply the changes to the target (until --until or SIGTERM)
+    Cdc(native_cmd::CdcArgs),
     /// Native engine: load the source schema into the target (pre-data, post-data, all)
     CopySchema(native_cmd::CopySchemaArgs),
     /// Native engine: create the publication on the source
@@ -153,6 +155,7 @@ fn main() -> ExitCode {
             Command::Generate(a) => native_cmd::generate(a),
             Command::InitStruct(a) => native_cmd::init_struct(a).await,
             Command::InitData(a) => native_cmd::init_data(a).await,
+            Command::Cdc(a) => native_cmd::cdc(a).await,
             Command::CopySchema(a) => native_cmd::copy_schema(a).await,
             Command::CreatePub(a) => native_cmd::create_pub(a).await,
             Command::CreateSub(a) => native_cmd::create_sub(a).await,

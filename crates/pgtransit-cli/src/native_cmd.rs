@@ -496,3 +496,75 @@ pub async fn init_data(a: InitDataArgs) -> Result<u8, Failure> {
     }
     Ok(0)
 }
+
+#[derive(Args)]
+pub struct CdcArgs {
+    #[command(flatten)]
+    pub task: TaskArgs,
+    /// Stop once the source's changes up to this LSN are applied; `now`: the source's
+    /// position when the command starts. Without it: until SIGTERM or Ctrl-C.
+    #[arg(long, value_name = "LSN|now")]
+    pub until: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Stream engine: read the slot and apply the changes to the target.
+pub async fn cdc(a: CdcArgs) -> Result<u8, Failure> {
+    use pgtransit::stream::{CdcOptions, Until};
+    let task = resolve_task(&a.task)?;
+    let until = match a.until.as_deref() {
+        None => Until::Stopped,
+        Some("now") => Until::SourceNow,
+        Some(l) => Until::Lsn(
+            pgwire_replication_lsn(l)
+                .ok_or_else(|| Failure::usage(format!("--until: not an LSN: {l}")))?,
+        ),
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut term) = signal(SignalKind::terminate()) else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+    }
+    let json = a.json;
+    let events: pgtransit::snapshot::Events =
+        std::sync::Arc::new(move |e: pgtransit::snapshot::CopyEvent| {
+            if json {
+                println!("{}", serde_json::to_string(&e).unwrap_or_default())
+            } else {
+                println!("{e}")
+            }
+        });
+    let sink = events.clone();
+    let mut s = Session::new(&task, move |l| sink(pgtransit::snapshot::message(l)));
+    let r = pgtransit::stream::cdc(&mut s, &CdcOptions { until, stop }, events).await?;
+    if json {
+        let done = serde_json::json!({ "event": "done", "report": r });
+        println!(
+            "{}",
+            serde_json::to_string(&done).map_err(|e| Failure::other(e.to_string()))?
+        );
+    } else {
+        println!(
+            "cdc: applied {} transaction(s) ({} inserts, {} updates, {} deletes, {} truncates) up to {} in {:.1} s",
+            r.transactions, r.counts.inserts, r.counts.updates, r.counts.deletes, r.counts.truncates, r.applied_lsn, r.seconds
+        );
+    }
+    Ok(0)
+}
+
+/// "16/B374D848" as a number.
+fn pgwire_replication_lsn(s: &str) -> Option<u64> {
+    let (hi, lo) = s.split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}

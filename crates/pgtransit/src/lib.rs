@@ -7,5 +7,6 @@ pub mod generate;
 pub mod native;
 pub mod quote;
 pub mod snapshot;
+pub mod stream;
 pub mod task;
 pub mod tools;

@@ -50,8 +50,13 @@ pub fn hard_pair() -> Pair {
     Pair { source, target }
 }
 
-/// pgbench (tpcb-like plus the hard-schema workload) against the source until killed.
-pub struct Workload(Child);
+/// pgbench (tpcb-like plus the hard-schema workload) against the source until stopped.
+pub struct Workload {
+    child: Child,
+    psql: std::path::PathBuf,
+    socket: std::path::PathBuf,
+    port: u16,
+}
 
 impl Workload {
     pub fn start(source: &Cluster, dir: &Path) -> Workload {
@@ -68,18 +73,46 @@ impl Workload {
             .stderr(Stdio::null())
             .spawn()
             .expect("start pgbench");
-        Workload(child)
+        Workload {
+            child,
+            psql: source.client_program("psql"),
+            socket: source.socket_dir(),
+            port: source.port(),
+        }
     }
 
+    /// Kill pgbench and wait until its server sessions are gone: a statement already sent
+    /// (a COMMIT) still completes after the client dies, so "stopped" means no session left.
     pub fn stop(mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for _ in 0..200 {
+            let out = Command::new(&self.psql)
+                .args(["-X", "-A", "-t", "-h"])
+                .arg(&self.socket)
+                .args([
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-d",
+                    DB,
+                    "-c",
+                ])
+                .arg("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench'")
+                .output();
+            if matches!(&out, Ok(o) if String::from_utf8_lossy(&o.stdout).trim() == "0") {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("pgbench sessions still on the source 10 s after the kill");
     }
 }
 
 impl Drop for Workload {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        let _ = self.child.kill();
     }
 }
 

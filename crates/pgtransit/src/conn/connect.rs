@@ -184,31 +184,20 @@ pub async fn connect_replication(spec: &ConnSpec) -> Result<(String, u32, String
     Ok((id.system_id, id.timeline, id.xlogpos.to_string()))
 }
 
-async fn open_replication(
+/// The pgwire-replication configuration for `spec` (TLS from sslmode, the password from
+/// .pgpass or PGPASSWORD), for `slot` and `publication` when streaming.
+pub fn replication_config(
     spec: &ConnSpec,
     slot: &str,
     publication: &str,
-    identify: bool,
-) -> Result<
-    (
-        pgwire_replication::ReplicationClient,
-        Option<pgwire_replication::IdentifySystem>,
-    ),
-    ConnectError,
-> {
+) -> pgwire_replication::config::ReplicationConfig {
     use pgwire_replication::config::{ReplicationConfig, TlsConfig};
-    let target = spec.display();
-    let fail = |problem: String, fix: String| ConnectError {
-        target: target.clone(),
-        problem,
-        fix,
-    };
     let password = spec
         .resolve_password()
         .map(|p| p.expose().to_string())
         .unwrap_or_default();
     let host = spec.host();
-    let mut cfg = if host.starts_with('/') {
+    let cfg = if host.starts_with('/') {
         ReplicationConfig::unix(
             host,
             spec.port(),
@@ -236,7 +225,47 @@ async fn open_replication(
         .with_port(spec.port())
         .with_tls(tls)
     };
-    cfg = cfg.with_application_name(spec.application_name());
+    cfg.with_application_name(spec.application_name())
+}
+
+/// A replication connection failure, explained with its fix.
+pub fn replication_error(spec: &ConnSpec, msg: String) -> ConnectError {
+    let fix = if msg.contains("pg_hba.conf") {
+        format!(
+            "add \"host replication {} <address of this machine>/32 scram-sha-256\" \
+             (or a database line, for logical replication) to pg_hba.conf and reload",
+            spec.user()
+        )
+    } else if msg.contains("REPLICATION") || msg.contains("permission") {
+        format!(
+            "ALTER ROLE \"{}\" REPLICATION;",
+            spec.user().replace('"', "\"\"")
+        )
+    } else if msg.contains("password") || msg.contains("auth") {
+        "put the replication user's password in ~/.pgpass or PGPASSWORD".into()
+    } else {
+        "check that the server is reachable and max_wal_senders has room".into()
+    };
+    ConnectError {
+        target: spec.display(),
+        problem: msg,
+        fix,
+    }
+}
+
+async fn open_replication(
+    spec: &ConnSpec,
+    slot: &str,
+    publication: &str,
+    identify: bool,
+) -> Result<
+    (
+        pgwire_replication::ReplicationClient,
+        Option<pgwire_replication::IdentifySystem>,
+    ),
+    ConnectError,
+> {
+    let cfg = replication_config(spec, slot, publication);
     let limit = Duration::from_secs(spec.connect_timeout() * 2 + 1);
     let attempt = async {
         let mut client = pgwire_replication::ReplicationClient::connect_gated(cfg).await?;
@@ -251,29 +280,11 @@ async fn open_replication(
     };
     match tokio::time::timeout(limit, attempt).await {
         Ok(Ok(pair)) => Ok(pair),
-        Ok(Err(e)) => {
-            let msg = e.to_string();
-            let fix = if msg.contains("pg_hba.conf") {
-                format!(
-                    "add \"host replication {} <address of this machine>/32 scram-sha-256\" \
-                     (or a database line, for logical replication) to pg_hba.conf and reload",
-                    spec.user()
-                )
-            } else if msg.contains("REPLICATION") || msg.contains("permission") {
-                format!(
-                    "ALTER ROLE \"{}\" REPLICATION;",
-                    spec.user().replace('"', "\"\"")
-                )
-            } else if msg.contains("password") || msg.contains("auth") {
-                "put the replication user's password in ~/.pgpass or PGPASSWORD".into()
-            } else {
-                "check that the server is reachable and max_wal_senders has room".into()
-            };
-            Err(fail(msg, fix))
-        }
-        Err(_) => Err(fail(
-            format!("no answer within {} s", limit.as_secs()),
-            "check that the host is reachable and the port is open".into(),
-        )),
+        Ok(Err(e)) => Err(replication_error(spec, e.to_string())),
+        Err(_) => Err(ConnectError {
+            target: spec.display(),
+            problem: format!("no answer within {} s", limit.as_secs()),
+            fix: "check that the host is reachable and the port is open".into(),
+        }),
     }
 }

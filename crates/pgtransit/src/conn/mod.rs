@@ -10,6 +10,9 @@ mod pgpass;
 mod secret;
 mod tls;
 
-pub use connect::{connect, connect_replication, replication_session, ConnectError};
+pub use connect::{
+    connect, connect_replication, replication_config, replication_error, replication_session,
+    ConnectError,
+};
 pub use parse::{ConnSpec, SslMode};
 pub use secret::Secret;

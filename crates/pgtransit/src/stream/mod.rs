@@ -1,0 +1,442 @@
+//! The stream engine, part 2: change capture and apply. pgtransit reads its slot (pgoutput)
+//! and applies every change to the target, in source order and transaction by transaction.
+//! Each target transaction records its source position in a replication origin, atomically
+//! with its rows; the slot is acknowledged only up to what the target has committed. A
+//! crash anywhere loses nothing and applies nothing twice: a restart resumes from the
+//! origin's position.
+
+mod apply;
+mod tables;
+mod text;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pgoutput::{Decoder, Message};
+use pgwire_replication::{Lsn, ReplicationClient, ReplicationEvent};
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use crate::check::Side;
+use crate::conn;
+use crate::native::{sql_error, Session, StepError};
+use crate::snapshot::{message, CopyEvent, Events};
+
+pub use apply::Counts;
+
+/// Settings the walsender and our target session share, so that text values and the
+/// NULL-safe text comparisons of REPLICA IDENTITY FULL mean the same on both.
+const SESSION_SETTINGS: &str =
+    "-c datestyle=ISO,MDY -c intervalstyle=postgres -c extra_float_digits=3";
+
+#[derive(Clone, Debug)]
+pub enum Until {
+    /// Run until stopped.
+    Stopped,
+    /// Stop once everything up to this source position is applied.
+    Lsn(u64),
+    /// Stop once caught up with the source's WAL insert position taken at start (the
+    /// write position can lag behind commits made with synchronous_commit off).
+    SourceNow,
+}
+
+#[derive(Clone)]
+pub struct CdcOptions {
+    pub until: Until,
+    /// Set to stop gracefully (SIGTERM, Ctrl-C): the open transaction is rolled back and
+    /// will come again; what is committed is acknowledged.
+    pub stop: Arc<AtomicBool>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CdcReport {
+    pub start_lsn: String,
+    pub applied_lsn: String,
+    pub transactions: u64,
+    pub counts: Counts,
+    pub seconds: f64,
+}
+
+fn lsn_text(l: u64) -> String {
+    format!("{:X}/{:X}", l >> 32, l & 0xFFFF_FFFF)
+}
+
+fn parse_lsn(s: &str) -> Result<u64, StepError> {
+    Lsn::parse(s)
+        .map(|l| l.0)
+        .map_err(|_| StepError::failed(format!("not an LSN: {s}")))
+}
+
+/// The origin that records, on the target, how far this task's changes are applied.
+pub fn origin_name(task: &crate::task::Task) -> String {
+    let mut n = format!("pgtransit_{}", crate::task::slot_safe(&task.name));
+    n.truncate(63);
+    n
+}
+
+async fn target_session(spec: &conn::ConnSpec, origin: &str) -> Result<(Client, u64), StepError> {
+    let c = conn::connect(spec).await?;
+    let fail = |what: &'static str| move |e| sql_error(what, e);
+    c.batch_execute(
+        "SET session_replication_role = replica; SET datestyle = 'ISO, MDY'; \
+         SET intervalstyle = postgres; SET extra_float_digits = 3",
+    )
+    .await
+    .map_err(fail(
+        "preparing the apply session (it needs a superuser on the target)",
+    ))?;
+    c.execute(
+        "SELECT pg_replication_origin_create($1) WHERE NOT EXISTS \
+         (SELECT 1 FROM pg_replication_origin WHERE roname = $1)",
+        &[&origin],
+    )
+    .await
+    .map_err(fail("creating the replication origin (on the target)"))?;
+    c.execute("SELECT pg_replication_origin_session_setup($1)", &[&origin])
+        .await
+        .map_err(|e| {
+            let mut err = sql_error("taking the replication origin (on the target)", e);
+            err.message.push_str(
+                "\n  is another pgtransit already applying this task? one worker per task",
+            );
+            err
+        })?;
+    let progress: Option<String> = c
+        .query_one(
+            "SELECT pg_replication_origin_progress($1, true)::text",
+            &[&origin],
+        )
+        .await
+        .map_err(fail("reading the replication origin (on the target)"))?
+        .get(0);
+    let applied = match progress {
+        Some(p) => parse_lsn(&p)?,
+        None => 0,
+    };
+    Ok((c, applied))
+}
+
+/// Per target table (by its oid on the target): the lowest and highest snapshot position
+/// of its copy.
+async fn copy_positions(c: &Client, task: &str) -> Result<HashMap<u32, (u64, u64)>, StepError> {
+    let exists: bool = c
+        .query_one(
+            "SELECT to_regclass('pgtransit.copy_progress') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(|e| sql_error("looking for the copy's bookkeeping", e))?
+        .get(0);
+    if !exists {
+        return Ok(HashMap::new());
+    }
+    let rows = c
+        .query(
+            "SELECT to_regclass(target_name)::oid, min(snapshot_lsn)::text, max(snapshot_lsn)::text \
+             FROM pgtransit.copy_progress WHERE task = $1 AND done AND to_regclass(target_name) IS NOT NULL \
+             GROUP BY 1",
+            &[&task],
+        )
+        .await
+        .map_err(|e| sql_error("reading the copy's positions", e))?;
+    let mut m = HashMap::new();
+    for r in rows {
+        let (name, a, b): (u32, Option<String>, Option<String>) = (r.get(0), r.get(1), r.get(2));
+        if let (Some(a), Some(b)) = (a, b) {
+            m.insert(name, (parse_lsn(&a)?, parse_lsn(&b)?));
+        }
+    }
+    Ok(m)
+}
+
+/// Where streaming starts: after what the origin says is applied, else the copy's
+/// consistent point, else the slot's confirmed position.
+async fn start_position(
+    s: &mut Session<'_>,
+    target: &Client,
+    applied: u64,
+) -> Result<u64, StepError> {
+    if applied > 0 {
+        return Ok(applied);
+    }
+    let task = s.task.name.clone();
+    let copied: Option<String> = target
+        .query_opt(
+            "SELECT consistent_lsn::text FROM pgtransit.copy_state WHERE task = $1",
+            &[&task],
+        )
+        .await
+        .ok()
+        .flatten()
+        .map(|r| r.get(0));
+    if let Some(l) = copied {
+        return parse_lsn(&l);
+    }
+    let slot = s.task.slot.clone();
+    let rows = s
+        .client(Side::Source)
+        .await?
+        .query(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(|e| sql_error("reading the slot", e))?;
+    match rows.first().and_then(|r| r.get::<_, Option<String>>(0)) {
+        Some(l) => parse_lsn(&l),
+        None => Err(StepError::failed(format!(
+            "slot {} does not exist on the source: run init-data first",
+            s.task.slot
+        ))),
+    }
+}
+
+/// Stream and apply until `o.until` or `o.stop`. Network errors and server restarts are
+/// retried with backoff; a change the target refuses (a schema difference) stops the apply
+/// with the reason, keeping the slot and the origin so that a rerun continues.
+pub async fn cdc(
+    s: &mut Session<'_>,
+    o: &CdcOptions,
+    events: Events,
+) -> Result<CdcReport, StepError> {
+    let started = Instant::now();
+    let task = s.task;
+    let origin = origin_name(task);
+    let source = s.spec(Side::Source)?.clone();
+    let target_spec = s.spec(Side::Target)?.clone();
+    let until = match o.until {
+        Until::Stopped => None,
+        Until::Lsn(l) => Some(l),
+        Until::SourceNow => {
+            let l: String = s
+                .client(Side::Source)
+                .await?
+                .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+                .await
+                .map_err(|e| sql_error("reading the source position", e))?
+                .get(0);
+            Some(parse_lsn(&l)?)
+        }
+    };
+    let mut backoff = Duration::from_millis(500);
+    let mut run = Run::default();
+    let mut first_start = None;
+    loop {
+        let (target, applied) = target_session(&target_spec, &origin).await?;
+        let copies = copy_positions(&target, &task.name).await?;
+        let start = start_position(s, &target, applied).await?;
+        first_start.get_or_insert(start);
+        run.applied = run.applied.max(start);
+        events(message(format!(
+            "  streaming slot {} from {} (origin {origin})",
+            task.slot,
+            lsn_text(start)
+        )));
+        let cfg = conn::replication_config(&source, &task.slot, &task.publication)
+            .with_start_lsn(Lsn(start))
+            .with_options(SESSION_SETTINGS);
+        let result = match ReplicationClient::connect(cfg).await {
+            Ok(mut repl) => {
+                let r = stream(&mut repl, &target, &copies, until, o, &events, &mut run).await;
+                repl.stop();
+                r
+            }
+            Err(e) => Err(Interrupted::Network(
+                conn::replication_error(&source, e.to_string()).to_string(),
+            )),
+        };
+        match result {
+            Ok(()) => break,
+            Err(Interrupted::Fatal(e)) => return Err(e),
+            Err(Interrupted::Network(why)) => {
+                if o.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                events(message(format!(
+                    "  connection lost ({why}); reconnecting in {:.1} s",
+                    backoff.as_secs_f64()
+                )));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    Ok(CdcReport {
+        start_lsn: lsn_text(first_start.unwrap_or(0)),
+        applied_lsn: lsn_text(run.applied),
+        transactions: run.transactions,
+        counts: run.applier.counts,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+#[derive(Default)]
+struct Run {
+    applied: u64,
+    transactions: u64,
+    applier: apply::Applier,
+}
+
+enum Interrupted {
+    /// A connection broke: reconnect and resume from the origin.
+    Network(String),
+    Fatal(StepError),
+}
+
+fn classify(e: StepError) -> Interrupted {
+    let m = e.message.to_lowercase();
+    if m.contains("connection")
+        || m.contains("closed")
+        || m.contains("terminating")
+        || m.contains("shutdown")
+    {
+        Interrupted::Network(e.message)
+    } else {
+        Interrupted::Fatal(e)
+    }
+}
+
+async fn stream(
+    repl: &mut ReplicationClient,
+    target: &Client,
+    copies: &HashMap<u32, (u64, u64)>,
+    until: Option<u64>,
+    o: &CdcOptions,
+    events: &Events,
+    run: &mut Run,
+) -> Result<(), Interrupted> {
+    let mut decoder = Decoder::new(1);
+    // The open source transaction: its commit LSN, or None.
+    let mut open: Option<u64> = None;
+    let mut skipping = false;
+    let mut last_report = Instant::now();
+    let fatal = classify;
+    loop {
+        if o.stop.load(Ordering::SeqCst) {
+            if open.is_some() && !skipping {
+                let _ = target.batch_execute("ROLLBACK").await;
+            }
+            return Ok(());
+        }
+        let event = match tokio::time::timeout(Duration::from_millis(500), repl.recv()).await {
+            Err(_) => continue,
+            Ok(Err(e)) => {
+                if open.is_some() && !skipping {
+                    let _ = target.batch_execute("ROLLBACK").await;
+                }
+                return Err(Interrupted::Network(e.to_string()));
+            }
+            Ok(Ok(None)) => {
+                return Err(Interrupted::Network("the replication stream ended".into()))
+            }
+            Ok(Ok(Some(ev))) => ev,
+        };
+        match event {
+            ReplicationEvent::Begin { final_lsn, .. } => {
+                let commit = final_lsn.0;
+                skipping = commit < run.applied;
+                if !skipping {
+                    target
+                        .batch_execute("BEGIN")
+                        .await
+                        .map_err(|e| classify(sql_error("starting a target transaction", e)))?;
+                }
+                open = Some(commit);
+            }
+            ReplicationEvent::XLogData { data, .. } => {
+                let Some(commit) = open else {
+                    // Relation messages can arrive outside a transaction only with
+                    // streaming, which protocol 1 does not use; decode to keep state.
+                    let _ = decoder.decode(data);
+                    continue;
+                };
+                let msg = decoder.decode(data).map_err(|e| {
+                    Interrupted::Fatal(StepError::failed(format!("decoding pgoutput: {e}")))
+                })?;
+                apply_message(msg, commit, skipping, target, copies, run)
+                    .await
+                    .map_err(fatal)?;
+            }
+            ReplicationEvent::Commit {
+                end_lsn,
+                commit_time_micros,
+                ..
+            } => {
+                if !skipping {
+                    run.applier.flush(target).await.map_err(fatal)?;
+                    let ts = commit_time_micros as f64 / 1e6 + 946_684_800.0;
+                    target
+                        .execute(
+                            "SELECT pg_replication_origin_xact_setup($1::text::pg_lsn, to_timestamp($2))",
+                            &[&lsn_text(end_lsn.0), &ts],
+                        )
+                        .await
+                        .map_err(|e| classify(sql_error("recording the source position", e)))?;
+                    target
+                        .batch_execute("COMMIT")
+                        .await
+                        .map_err(|e| classify(sql_error("committing on the target", e)))?;
+                    run.transactions += 1;
+                }
+                open = None;
+                skipping = false;
+                run.applied = run.applied.max(end_lsn.0);
+                // Only now, with the rows committed, may the source forget them.
+                repl.update_applied_lsn(end_lsn);
+                if until.is_some_and(|u| run.applied >= u) {
+                    return Ok(());
+                }
+            }
+            ReplicationEvent::KeepAlive { wal_end, .. } => {
+                if open.is_none() && wal_end.0 > run.applied {
+                    // Everything sent before this point is applied and committed.
+                    run.applied = wal_end.0;
+                    repl.update_applied_lsn(wal_end);
+                }
+                if open.is_none() && until.is_some_and(|u| run.applied >= u) {
+                    return Ok(());
+                }
+            }
+            _ => {}
+        }
+        if last_report.elapsed() > Duration::from_secs(5) {
+            last_report = Instant::now();
+            let c = run.applier.counts;
+            events(CopyEvent::Message {
+                text: format!(
+                    "  ... applied up to {}: {} transactions, {} inserts, {} updates, {} deletes",
+                    lsn_text(run.applied),
+                    run.transactions,
+                    c.inserts,
+                    c.updates,
+                    c.deletes
+                ),
+            });
+        }
+    }
+}
+
+async fn apply_message(
+    msg: Message,
+    commit: u64,
+    skipping: bool,
+    target: &Client,
+    copies: &HashMap<u32, (u64, u64)>,
+    run: &mut Run,
+) -> Result<(), StepError> {
+    match msg {
+        Message::Relation(r) => {
+            let t = tables::resolve(target, &r, copies).await?;
+            run.applier.set_table(r.oid, t);
+        }
+        _ if skipping => {}
+        Message::Insert(m) => run.applier.insert(target, m, commit).await?,
+        Message::Update(m) => run.applier.update(target, m, commit).await?,
+        Message::Delete(m) => run.applier.delete(target, m, commit).await?,
+        Message::Truncate(m) => run.applier.truncate(target, m, commit).await?,
+        _ => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,35 @@
+//! Values passed to the target exactly as pgoutput sent them: text-format parameters, which
+//! the target parses with the column type's own input function, so every type it knows
+//! works without pgtransit knowing it.
+
+use bytes::BytesMut;
+use tokio_postgres::types::{to_sql_checked, Format, IsNull, ToSql, Type};
+
+#[derive(Debug)]
+pub struct TextValue<'a>(pub Option<&'a [u8]>);
+
+impl ToSql for TextValue<'_> {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self.0 {
+            None => Ok(IsNull::Yes),
+            Some(b) => {
+                out.extend_from_slice(b);
+                Ok(IsNull::No)
+            }
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    fn encode_format(&self, _: &Type) -> Format {
+        Format::Text
+    }
+
+    to_sql_checked!();
+}
