@@ -339,6 +339,22 @@ impl Cluster {
         Ok(())
     }
 
+    /// Restart the server on the same port (fast shutdown: sessions are cut, as in a crash
+    /// or a failover from the clients' point of view).
+    pub fn restart(&mut self) -> Result<(), Error> {
+        let mut cmd = self.command(&self.bindir.join("pg_ctl"));
+        cmd.arg("-D")
+            .arg(self.data_dir())
+            .arg("-l")
+            .arg(self.log_file())
+            .args(["-m", "fast", "-w", "-t", "60", "-o"])
+            .arg(format!("-p {}", self.port))
+            .arg("restart");
+        self.run(cmd, "pg_ctl restart")?;
+        self.stopped = false;
+        Ok(())
+    }
+
     /// Run SQL through `psql` over the Unix socket, stopping at the first error. Returns the
     /// unaligned, tuples-only output.
     pub fn psql(&self, db: &str, sql: &str) -> Result<String, Error> {

@@ -60,8 +60,13 @@ pub struct Workload {
 
 impl Workload {
     pub fn start(source: &Cluster, dir: &Path) -> Workload {
+        Workload::start_script(source, dir, WORKLOAD_SQL)
+    }
+
+    /// pgbench tpcb-like plus `script` (weight 4 : 1).
+    pub fn start_script(source: &Cluster, dir: &Path, script_text: &str) -> Workload {
         let script = dir.join("workload.sql");
-        std::fs::write(&script, WORKLOAD_SQL).unwrap();
+        std::fs::write(&script, script_text).unwrap();
         let child = Command::new(source.client_program("pgbench"))
             .args(["-n", "-c", "2", "-T", "600", "-b", "tpcb-like@4"])
             .arg("-f")

@@ -76,7 +76,44 @@ pub fn origin_name(task: &crate::task::Task) -> String {
     n
 }
 
-async fn target_session(spec: &conn::ConnSpec, origin: &str) -> Result<(Client, u64), StepError> {
+fn exec_first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+/// The target session (kept across a source reconnect, opened again after a target
+/// restart), the copy's positions and where to start streaming.
+async fn prepare(
+    s: &mut Session<'_>,
+    target_spec: &conn::ConnSpec,
+    origin: &str,
+    kept: &mut Option<Client>,
+) -> Result<(Client, HashMap<u32, (u64, u64)>, u64), StepError> {
+    let client = match kept.take() {
+        Some(c) if !c.is_closed() => c,
+        _ => target_session(target_spec, origin).await?,
+    };
+    let applied = origin_progress(&client, origin).await?;
+    let copies = copy_positions(&client, &s.task.name).await?;
+    let start = start_position(s, &client, applied).await?;
+    Ok((client, copies, start))
+}
+
+async fn origin_progress(c: &Client, origin: &str) -> Result<u64, StepError> {
+    let progress: Option<String> = c
+        .query_one(
+            "SELECT pg_replication_origin_progress($1, true)::text",
+            &[&origin],
+        )
+        .await
+        .map_err(|e| sql_error("reading the replication origin (on the target)", e))?
+        .get(0);
+    match progress {
+        Some(p) => parse_lsn(&p),
+        None => Ok(0),
+    }
+}
+
+async fn target_session(spec: &conn::ConnSpec, origin: &str) -> Result<Client, StepError> {
     let c = conn::connect(spec).await?;
     let fail = |what: &'static str| move |e| sql_error(what, e);
     c.batch_execute(
@@ -94,28 +131,29 @@ async fn target_session(spec: &conn::ConnSpec, origin: &str) -> Result<(Client, 
     )
     .await
     .map_err(fail("creating the replication origin (on the target)"))?;
-    c.execute("SELECT pg_replication_origin_session_setup($1)", &[&origin])
-        .await
-        .map_err(|e| {
-            let mut err = sql_error("taking the replication origin (on the target)", e);
-            err.message.push_str(
-                "\n  is another pgtransit already applying this task? one worker per task",
-            );
-            err
-        })?;
-    let progress: Option<String> = c
-        .query_one(
-            "SELECT pg_replication_origin_progress($1, true)::text",
-            &[&origin],
-        )
-        .await
-        .map_err(fail("reading the replication origin (on the target)"))?
-        .get(0);
-    let applied = match progress {
-        Some(p) => parse_lsn(&p)?,
-        None => 0,
-    };
-    Ok((c, applied))
+    // A session of ours that just died may hold the origin for a moment longer.
+    let mut tries = 0;
+    loop {
+        match c
+            .execute("SELECT pg_replication_origin_session_setup($1)", &[&origin])
+            .await
+        {
+            Ok(_) => break,
+            Err(e) if tries < 20 => {
+                tries += 1;
+                tracing::debug!("origin busy: {e}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => {
+                let mut err = sql_error("taking the replication origin (on the target)", e);
+                err.message.push_str(
+                    "\n  is another pgtransit already applying this task? one worker per task",
+                );
+                return Err(err);
+            }
+        }
+    }
+    Ok(c)
 }
 
 /// Per target table (by its oid on the target): the lowest and highest snapshot position
@@ -223,10 +261,26 @@ pub async fn cdc(
     let mut backoff = Duration::from_millis(500);
     let mut run = Run::default();
     let mut first_start = None;
+    let mut target: Option<Client> = None;
     loop {
-        let (target, applied) = target_session(&target_spec, &origin).await?;
-        let copies = copy_positions(&target, &task.name).await?;
-        let start = start_position(s, &target, applied).await?;
+        // Once streaming has worked, a failure to reconnect is a server restarting or a
+        // network blip: wait and try again. Before that, it is a setup error: report it.
+        let setup = prepare(s, &target_spec, &origin, &mut target).await;
+        let (client, copies, start) = match setup {
+            Ok(x) => x,
+            Err(e) if first_start.is_none() || o.stop.load(Ordering::SeqCst) => return Err(e),
+            Err(e) => {
+                events(message(format!(
+                    "  cannot resume yet ({}); retrying in {:.1} s",
+                    exec_first_line(&e.message),
+                    backoff.as_secs_f64()
+                )));
+                s.forget(Side::Source);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
         first_start.get_or_insert(start);
         run.applied = run.applied.max(start);
         events(message(format!(
@@ -239,7 +293,7 @@ pub async fn cdc(
             .with_options(SESSION_SETTINGS);
         let result = match ReplicationClient::connect(cfg).await {
             Ok(mut repl) => {
-                let r = stream(&mut repl, &target, &copies, until, o, &events, &mut run).await;
+                let r = stream(&mut repl, &client, &copies, until, o, &events, &mut run).await;
                 repl.stop();
                 r
             }
@@ -254,12 +308,19 @@ pub async fn cdc(
                 if o.stop.load(Ordering::SeqCst) {
                     break;
                 }
+                if client.is_closed() {
+                    target = None;
+                } else {
+                    target = Some(client);
+                }
                 events(message(format!(
-                    "  connection lost ({why}); reconnecting in {:.1} s",
+                    "  connection lost ({}); reconnecting in {:.1} s",
+                    exec_first_line(&why),
                     backoff.as_secs_f64()
                 )));
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
+                continue;
             }
         }
     }
