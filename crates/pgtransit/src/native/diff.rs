@@ -175,8 +175,9 @@ async fn wait_for_catch_up(s: &mut Session<'_>, wait: Duration) -> Result<Option
 }
 
 /// A table whose counts differ is counted again, on both sides, until they agree or the
-/// wait is over: the slot's confirmed position can run ahead of what the subscriber has
-/// committed, so one differing count right after the barrier is not yet a difference.
+/// wait is over: while writes still run on the source (diff is also used before the
+/// fence), a count taken right after the barrier can miss what committed since; only a
+/// difference that persists is reported.
 async fn recheck_differences(
     s: &mut Session<'_>,
     counts: &mut [(String, i64, Option<i64>)],
