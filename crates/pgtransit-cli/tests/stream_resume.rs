@@ -1,7 +1,7 @@
 //! A stream copy killed with SIGKILL in the middle of a split table, of a split table
-//! without a key, and of the index builds resumes and ends with every table equal to the
-//! source. (No writes run here: applying the changes made meanwhile is the change stream's
-//! job, issue 5.)
+//! without a key, and of the index builds, while the source takes writes (inserts, updates,
+//! key changes, deletes), resumes; after the change stream catches up every table is equal
+//! to the source.
 
 mod common;
 
@@ -73,6 +73,17 @@ fn a_killed_copy_and_index_build_resume_to_an_exact_copy() {
     let start = |v: &[String]| spawn(&v.iter().map(String::as_str).collect::<Vec<_>>());
 
     run(&with(&[], "init-struct"));
+    let dir = tempfile::tempdir().unwrap();
+    let load = Workload::custom(
+        &source,
+        dir.path(),
+        "\\set r random(1, 400000)\n\
+         UPDATE big SET k = k + 1 WHERE id = :r;\n\
+         UPDATE big SET id = id + 10000000 WHERE id = :r + 1 AND id < 10000000;\n\
+         DELETE FROM big WHERE id = :r + 2;\n\
+         INSERT INTO big VALUES (20000000 + :r, 1, 'new') ON CONFLICT DO NOTHING;\n\
+         INSERT INTO keyless VALUES (:r, 'live');\n",
+    );
     assert_eq!(
         scalar(
             &target,
@@ -108,17 +119,12 @@ fn a_killed_copy_and_index_build_resume_to_an_exact_copy() {
     );
     let out = run(&copy);
     assert!(out.contains("resuming"), "{out}");
+    load.stop();
     assert!(
-        out.contains("public.keyless has no key and was partly copied"),
-        "{out}"
+        scalar(&source, "SELECT count(*) FROM keyless WHERE b = 'live'") > 0,
+        "the load ran during the copy"
     );
-    for t in ["big", "keyless", "child"] {
-        assert_eq!(
-            content_hash(&source, t),
-            content_hash(&target, t),
-            "{t} after the resumed copy"
-        );
-    }
+    assert!(out.contains("public.keyless was partly copied"), "{out}");
 
     let post = with(
         &["--section", "post-data", "--index-jobs", "1"],
@@ -136,6 +142,9 @@ fn a_killed_copy_and_index_build_resume_to_an_exact_copy() {
         "killed during the index builds"
     );
     run(&post);
+    // The changes made during the copy, applied by the change stream from the slot's
+    // consistent point; each table skips what its own snapshot already holds.
+    run(&with(&["--until", "now"], "cdc"));
     let shape = "SELECT string_agg(indexname || ':' || indexdef, E'\\n' ORDER BY indexname) FROM pg_indexes WHERE schemaname = 'public'";
     assert_eq!(
         source.psql(DB, shape).unwrap(),

@@ -65,10 +65,23 @@ impl Workload {
 
     /// pgbench tpcb-like plus `script` (weight 4 : 1).
     pub fn start_script(source: &Cluster, dir: &Path, script_text: &str) -> Workload {
+        Workload::spawn(source, dir, script_text, true)
+    }
+
+    /// Only `script`, on a database without pgbench's tables.
+    pub fn custom(source: &Cluster, dir: &Path, script_text: &str) -> Workload {
+        Workload::spawn(source, dir, script_text, false)
+    }
+
+    fn spawn(source: &Cluster, dir: &Path, script_text: &str, tpcb: bool) -> Workload {
         let script = dir.join("workload.sql");
         std::fs::write(&script, script_text).unwrap();
-        let child = Command::new(source.client_program("pgbench"))
-            .args(["-n", "-c", "2", "-T", "600", "-b", "tpcb-like@4"])
+        let mut cmd = Command::new(source.client_program("pgbench"));
+        cmd.args(["-n", "-c", "2", "-T", "600"]);
+        if tpcb {
+            cmd.args(["-b", "tpcb-like@4"]);
+        }
+        let child = cmd
             .arg("-f")
             .arg(format!("{}@1", script.display()))
             .arg("-h")

@@ -132,7 +132,7 @@ pub async fn init_data(
             units.len(),
             exported.lsn
         ));
-        plan::restart_keyless_partial_tables(s, &mut units, &events).await?;
+        plan::restart_partial_tables(s, &mut units, &events).await?;
         (exported, consistent)
     };
     let pending: Vec<Unit> = units.iter().filter(|u| !u.done).cloned().collect();

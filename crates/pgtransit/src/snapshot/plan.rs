@@ -292,16 +292,18 @@ pub async fn consistent_lsn(s: &mut Session<'_>) -> Result<String, StepError> {
         .ok_or_else(|| StepError::failed("pgtransit.copy_state has no row for this task"))
 }
 
-/// A split table without a key cannot mix chunks of two snapshots (the change stream could
-/// not tell which rows a change touches): copy it again, whole, from the fresh snapshot.
-pub async fn restart_keyless_partial_tables(
+/// A split table whose chunks were only partly copied is copied again, whole, from the
+/// fresh snapshot: chunks of two snapshots cannot be mixed. A row updated between them has
+/// its old version in an early chunk and its new one (on another page) in a late chunk, so
+/// the target would hold both. Finished tables are kept.
+pub async fn restart_partial_tables(
     s: &mut Session<'_>,
     units: &mut [Unit],
     events: &super::Events,
 ) -> Result<(), StepError> {
     let mut restart: Vec<String> = units
         .iter()
-        .filter(|u| u.done && !u.has_key && u.chunks > 1)
+        .filter(|u| u.done && u.chunks > 1)
         .filter(|u| units.iter().any(|v| v.relation == u.relation && !v.done))
         .map(|u| u.relation.clone())
         .collect();
@@ -309,7 +311,7 @@ pub async fn restart_keyless_partial_tables(
     restart.dedup();
     for rel in restart {
         events(super::message(format!(
-            "  {rel} has no key and was partly copied: copying it again, whole"
+            "  {rel} was partly copied: copying it again, whole, from the new snapshot"
         )));
         let sql = format!(
             "BEGIN; TRUNCATE ONLY {rel}; UPDATE pgtransit.copy_progress SET done = false, snapshot_lsn = NULL, \
