@@ -17,7 +17,8 @@ INSERT INTO wiped SELECT g, 'w' FROM generate_series(1, 1000) g;
 ";
 
 /// Changes beyond the pgbench workload: key updates, a truncate, a large transaction,
-/// updates that leave a TOASTed column unchanged, deletes on a FULL-identity table.
+/// updates that leave a TOASTed column unchanged, deletes on a FULL-identity table; the
+/// large transaction inserts one million rows.
 const MIXED: &str = "
 BEGIN;
 UPDATE keyed SET id = id + 100000 WHERE id % 7 = 0;
@@ -26,7 +27,7 @@ DELETE FROM keyed WHERE id % 11 = 0;
 COMMIT;
 TRUNCATE wiped;
 INSERT INTO wiped SELECT g, 'after truncate' FROM generate_series(1, 300) g;
-INSERT INTO keyed SELECT g, repeat('x', 50), g FROM generate_series(200001, 400000) g;
+INSERT INTO keyed SELECT g, repeat('x', 50), g FROM generate_series(200001, 1200000) g;
 UPDATE \"My Schema\".\"Ünïcødé Tàble\" SET amount = amount + 1000 WHERE big IS NOT NULL;
 DELETE FROM _app.nokey WHERE b IS NULL AND a % 2 = 0;
 UPDATE _app.nokey SET b = 'was null' WHERE b IS NULL;
