@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+mod apply;
+
 use pgsandbox::{Builder, Cluster};
 use serde::Serialize;
 
@@ -202,13 +204,16 @@ impl Bench {
 }
 
 fn main() {
-    let o = options();
     let pgtransit = std::env::current_exe().unwrap().with_file_name("pgtransit");
     assert!(
         pgtransit.exists(),
         "build the CLI first: cargo build --release (looked for {})",
         pgtransit.display()
     );
+    if std::env::args().any(|a| a == "--apply") {
+        return apply_bench(&pgtransit);
+    }
+    let o = options();
     eprintln!("starting two sandboxes ...");
     let source = cluster("source");
     let target = cluster("target");
@@ -407,4 +412,65 @@ fn report(o: &Options, runs: &[Run], size: &str, big_size: &str, _max_jobs: u32)
     )
     .expect("write latest.json");
     eprintln!("results written to {}", o.out.display());
+}
+
+/// `--apply [--rows N] [--load-secs N]`: native subscription against pgtransit cdc.
+fn apply_bench(pgtransit: &Path) {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |name: &str, default: u64| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let rows = value("--rows", 1_000_000);
+    let load = value("--load-secs", 60);
+    let runs = apply::run(
+        pgtransit,
+        || (cluster("source"), cluster("target")),
+        rows,
+        load,
+    );
+    let mut md = format!(
+        "Change apply, same machine and sandboxes ({} cores), one run. Time from the source commit until \
+         the target shows the transaction; for pgbench, time to catch up once a {load} s full-speed load stops \
+         (the rate column is then pgbench's transactions/s). Ratio = native / pgtransit.\n\n\
+         | case | native subscription | pgtransit cdc | ratio |\n|---|---:|---:|---:|\n",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
+    let cases: Vec<String> = runs
+        .iter()
+        .filter(|r| r.engine.starts_with("native"))
+        .map(|r| r.case.clone())
+        .collect();
+    for case in cases {
+        let get = |engine: &str| {
+            runs.iter()
+                .find(|r| r.engine.starts_with(engine) && r.case == case)
+        };
+        let (Some(n), Some(p)) = (get("native"), get("pgtransit")) else {
+            continue;
+        };
+        let fmt = |r: &apply::ApplyRun| match r.rows_per_second {
+            Some(rate) => format!("{:.1} s ({:.0}/s)", r.seconds, rate),
+            None => format!("{:.1} s", r.seconds),
+        };
+        md.push_str(&format!(
+            "| {case} | {} | {} | {:.2}x |\n",
+            fmt(n),
+            fmt(p),
+            n.seconds / p.seconds.max(0.001)
+        ));
+    }
+    println!("{md}");
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/results"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("apply-latest.md"), &md).unwrap();
+    std::fs::write(
+        dir.join("apply-latest.json"),
+        serde_json::to_string_pretty(&runs).unwrap(),
+    )
+    .unwrap();
+    eprintln!("results written to {}", dir.display());
 }

@@ -26,10 +26,23 @@ pub struct Counts {
     pub not_found: u64,
 }
 
+/// Consecutive updates (key unchanged) or deletes on one table, sent as one statement.
+/// A key seen twice ends the batch, so that changes to one row keep their order.
+struct Batch {
+    oid: u32,
+    delete: bool,
+    /// For updates: the columns written.
+    set_cols: Vec<usize>,
+    /// Per row: the written values (updates), then the key values.
+    rows: Vec<Vec<Value>>,
+    keys: std::collections::HashSet<Vec<Option<bytes::Bytes>>>,
+}
+
 pub struct Applier {
     pub tables: HashMap<u32, Table>,
     statements: HashMap<(u32, String), Statement>,
     pending: Option<(u32, Vec<Tuple>, bool)>,
+    batch: Option<Batch>,
     pub counts: Counts,
 }
 
@@ -56,6 +69,7 @@ impl Applier {
             tables: HashMap::new(),
             statements: HashMap::new(),
             pending: None,
+            batch: None,
             counts: Counts::default(),
         }
     }
@@ -116,19 +130,26 @@ impl Applier {
         if copied {
             return Ok(());
         }
+        self.flush_batch(client).await?;
         if let Some((oid, rows, idem)) = &mut self.pending {
             if *oid == m.relation && *idem == idempotent && rows.len() < BATCH_ROWS {
                 rows.push(m.new);
                 return Ok(());
             }
         }
-        self.flush(client).await?;
+        self.flush_inserts(client).await?;
         self.pending = Some((m.relation, vec![m.new], idempotent));
         Ok(())
     }
 
-    /// Send the pending inserts as one multi-row INSERT.
+    /// Send what is pending: inserts, or a batch of updates or deletes.
     pub async fn flush(&mut self, client: &Client) -> Result<(), StepError> {
+        self.flush_batch(client).await?;
+        self.flush_inserts(client).await
+    }
+
+    /// Send the pending inserts as one multi-row INSERT.
+    async fn flush_inserts(&mut self, client: &Client) -> Result<(), StepError> {
         let Some((oid, rows, idempotent)) = self.pending.take() else {
             return Ok(());
         };
@@ -233,12 +254,30 @@ impl Applier {
         m: Update,
         commit_lsn: u64,
     ) -> Result<(), StepError> {
-        self.flush(client).await?;
+        self.flush_inserts(client).await?;
         let (copied, _) = self.skip(m.relation, commit_lsn)?;
         if copied {
             return Ok(());
         }
         let t = self.table(m.relation)?.clone();
+        if !t.full_identity && m.old.is_none() {
+            let set_cols: Vec<usize> = (0..m.new.0.len())
+                .filter(|&i| {
+                    !matches!(m.new.0[i], Value::UnchangedToast)
+                        && !t.key.get(i).copied().unwrap_or(false)
+                        && !t.always_identity.get(i).copied().unwrap_or(false)
+                })
+                .collect();
+            if set_cols.is_empty() {
+                return Ok(());
+            }
+            let mut row: Vec<Value> = set_cols.iter().map(|&i| m.new.0[i].clone()).collect();
+            row.extend(key_values(&t, &m.new));
+            return self
+                .add_to_batch(client, m.relation, false, set_cols, row)
+                .await;
+        }
+        self.flush_batch(client).await?;
         let mut sets = Vec::new();
         let mut set_mask = String::new();
         let mut params: Vec<TextValue> = Vec::new();
@@ -288,12 +327,19 @@ impl Applier {
         m: Delete,
         commit_lsn: u64,
     ) -> Result<(), StepError> {
-        self.flush(client).await?;
+        self.flush_inserts(client).await?;
         let (copied, _) = self.skip(m.relation, commit_lsn)?;
         if copied {
             return Ok(());
         }
         let t = self.table(m.relation)?.clone();
+        if !t.full_identity {
+            let row = key_values(&t, m.old.tuple());
+            return self
+                .add_to_batch(client, m.relation, true, vec![], row)
+                .await;
+        }
+        self.flush_batch(client).await?;
         let (clause, mask, params) = Self::locate(&t, Some(&m.old), None, 1);
         let st = self
             .statement(client, m.relation, format!("D{mask}"), || {
@@ -344,6 +390,150 @@ impl Applier {
             .await
             .map_err(|e| sql_error(&format!("`{sql}`"), e))?;
         self.counts.truncates += 1;
+        Ok(())
+    }
+}
+
+/// The identity key's values of a tuple, in column order.
+fn key_values(t: &Table, tuple: &Tuple) -> Vec<Value> {
+    tuple
+        .0
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| t.key.get(*i).copied().unwrap_or(false))
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+fn key_of(row: &[Value], set: usize) -> Vec<Option<bytes::Bytes>> {
+    row[set..]
+        .iter()
+        .map(|v| match v {
+            Value::Text(b) | Value::Binary(b) => Some(b.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Applier {
+    async fn add_to_batch(
+        &mut self,
+        client: &Client,
+        oid: u32,
+        delete: bool,
+        set_cols: Vec<usize>,
+        row: Vec<Value>,
+    ) -> Result<(), StepError> {
+        let key = key_of(&row, set_cols.len());
+        let fits = |b: &Batch| {
+            b.oid == oid
+                && b.delete == delete
+                && b.set_cols == set_cols
+                && !b.keys.contains(&key)
+                && (b.rows.len() + 1) * row.len() < 60_000
+                && b.rows.len() < BATCH_ROWS
+        };
+        if !self.batch.as_ref().is_some_and(fits) {
+            self.flush_batch(client).await?;
+            self.batch = Some(Batch {
+                oid,
+                delete,
+                set_cols,
+                rows: Vec::new(),
+                keys: Default::default(),
+            });
+        }
+        let b = self.batch.as_mut().expect("a batch");
+        b.keys.insert(key);
+        b.rows.push(row);
+        Ok(())
+    }
+
+    /// `UPDATE t SET ... FROM (VALUES ...)` or `DELETE FROM t WHERE (key) IN (VALUES ...)`,
+    /// each value cast to its column's type.
+    async fn flush_batch(&mut self, client: &Client) -> Result<(), StepError> {
+        let Some(b) = self.batch.take() else {
+            return Ok(());
+        };
+        if b.rows.is_empty() {
+            return Ok(());
+        }
+        let t = self.table(b.oid)?.clone();
+        let keys: Vec<usize> = (0..t.columns.len()).filter(|&i| t.key[i]).collect();
+        let cols: Vec<usize> = b
+            .set_cols
+            .iter()
+            .copied()
+            .chain(keys.iter().copied())
+            .collect();
+        let n = b.rows.len();
+        let width = cols.len();
+        let tuples: Vec<String> = (0..n)
+            .map(|r| {
+                let ps: Vec<String> = cols
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &c)| format!("${}::{}", r * width + j + 1, t.types[c]))
+                    .collect();
+                format!("({})", ps.join(", "))
+            })
+            .collect();
+        let sql = if b.delete {
+            let names: Vec<&str> = keys.iter().map(|&i| t.columns[i].as_str()).collect();
+            format!(
+                "DELETE FROM {} WHERE ({}) IN (VALUES {})",
+                t.name,
+                names.join(", "),
+                tuples.join(", ")
+            )
+        } else {
+            let alias: Vec<String> = (0..width).map(|j| format!("c{j}")).collect();
+            let sets: Vec<String> = b
+                .set_cols
+                .iter()
+                .enumerate()
+                .map(|(j, &c)| format!("{} = v.c{j}", t.columns[c]))
+                .collect();
+            let on: Vec<String> = keys
+                .iter()
+                .enumerate()
+                .map(|(j, &c)| format!("x.{} = v.c{}", t.columns[c], b.set_cols.len() + j))
+                .collect();
+            format!(
+                "UPDATE {} AS x SET {} FROM (VALUES {}) AS v({}) WHERE {}",
+                t.name,
+                sets.join(", "),
+                tuples.join(", "),
+                alias.join(", "),
+                on.join(" AND ")
+            )
+        };
+        let mask: String = b.set_cols.iter().map(|c| format!("{c},")).collect();
+        let key = format!("{}{n}:{mask}", if b.delete { "DB" } else { "UB" });
+        let st = self.statement(client, b.oid, key, || sql).await?;
+        let params: Vec<TextValue> = b.rows.iter().flat_map(|r| r.iter().map(text)).collect();
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            params.iter().map(|p| p as _).collect();
+        let affected = client.execute(&st, &refs).await.map_err(|e| {
+            sql_error(
+                &format!(
+                    "{} {}",
+                    if b.delete {
+                        "deleting from"
+                    } else {
+                        "updating"
+                    },
+                    t.name
+                ),
+                e,
+            )
+        })?;
+        if b.delete {
+            self.counts.deletes += n as u64;
+        } else {
+            self.counts.updates += n as u64;
+        }
+        self.counts.not_found += (n as u64).saturating_sub(affected);
         Ok(())
     }
 }

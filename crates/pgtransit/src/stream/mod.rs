@@ -489,6 +489,8 @@ async fn apply_message(
 ) -> Result<(), StepError> {
     match msg {
         Message::Relation(r) => {
+            // What is pending was built for the table as it was described before.
+            run.applier.flush(target).await?;
             let t = tables::resolve(target, &r, copies).await?;
             run.applier.set_table(r.oid, t);
         }

@@ -19,6 +19,8 @@ pub struct Table {
     /// GENERATED ALWAYS AS IDENTITY on the target: inserted with OVERRIDING SYSTEM VALUE,
     /// never SET (the source cannot change it either).
     pub always_identity: Vec<bool>,
+    /// Each column's type on the target (format_type), for the casts of batched statements.
+    pub types: Vec<String>,
     /// Changes committed at or before this LSN are in the table's copy: skipped.
     pub copied_until: Option<u64>,
     /// Up to this LSN, the copy may already hold a change (a split table resumed from a
@@ -36,7 +38,8 @@ pub async fn resolve(
     let name = quote::qualified(&r.namespace, &r.name);
     let rows = target
         .query(
-            "SELECT a.attname::text, a.attgenerated <> '', a.attidentity = 'a', a.attrelid FROM pg_attribute a \
+            "SELECT a.attname::text, a.attgenerated <> '', a.attidentity = 'a', a.attrelid, \
+             format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
              WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
             &[&name],
         )
@@ -79,6 +82,16 @@ pub async fn resolve(
         columns: r.columns.iter().map(|c| quote::ident(&c.name)).collect(),
         key: r.columns.iter().map(|c| c.is_key()).collect(),
         full_identity: r.replica_identity == b'f',
+        types: r
+            .columns
+            .iter()
+            .map(|c| {
+                rows.iter()
+                    .find(|row| row.get::<_, String>(0) == c.name)
+                    .map(|row| row.get::<_, String>(4))
+                    .unwrap_or_else(|| "text".into())
+            })
+            .collect(),
         always_identity: r
             .columns
             .iter()
