@@ -374,21 +374,7 @@ pub async fn diff(a: DiffArgs) -> Result<u8, Failure> {
             serde_json::to_string_pretty(&report).map_err(|e| Failure::other(e.to_string()))?
         );
     } else {
-        for r in &report.rows {
-            println!(
-                "[{}] {:<8} {}  source={} target={}{}",
-                if r.pass { "PASS" } else { "FAIL" },
-                r.kind,
-                r.name,
-                r.source.as_deref().unwrap_or("-"),
-                r.target.as_deref().unwrap_or("-"),
-                if r.note.is_empty() {
-                    String::new()
-                } else {
-                    format!("  ({})", r.note)
-                }
-            );
-        }
+        print_diff_rows(&report, "");
         println!(
             "diff: {} object(s), {} failed",
             report.rows.len(),
@@ -459,15 +445,7 @@ pub async fn init_data(a: InitDataArgs) -> Result<u8, Failure> {
         force: a.force,
     };
     let json = a.json;
-    // JSON lines on stdout with --json (one event each), readable lines otherwise.
-    let events: pgtransit::snapshot::Events =
-        std::sync::Arc::new(move |e: pgtransit::snapshot::CopyEvent| {
-            if json {
-                println!("{}", serde_json::to_string(&e).unwrap_or_default())
-            } else {
-                println!("{e}")
-            }
-        });
+    let events = event_printer(json);
     let sink = events.clone();
     let mut s = Session::new(&task, move |l| sink(pgtransit::snapshot::message(l)));
     events(pgtransit::snapshot::message(format!(
@@ -537,14 +515,7 @@ pub async fn cdc(a: CdcArgs) -> Result<u8, Failure> {
         });
     }
     let json = a.json;
-    let events: pgtransit::snapshot::Events =
-        std::sync::Arc::new(move |e: pgtransit::snapshot::CopyEvent| {
-            if json {
-                println!("{}", serde_json::to_string(&e).unwrap_or_default())
-            } else {
-                println!("{e}")
-            }
-        });
+    let events = event_printer(json);
     let sink = events.clone();
     let mut s = Session::new(&task, move |l| sink(pgtransit::snapshot::message(l)));
     let r = pgtransit::stream::cdc(&mut s, &CdcOptions { until, stop }, events).await?;
@@ -567,4 +538,34 @@ pub async fn cdc(a: CdcArgs) -> Result<u8, Failure> {
 fn pgwire_replication_lsn(s: &str) -> Option<u64> {
     let (hi, lo) = s.split_once('/')?;
     Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+/// JSON lines on stdout with --json (one event each), readable lines otherwise.
+fn event_printer(json: bool) -> pgtransit::snapshot::Events {
+    std::sync::Arc::new(move |e: pgtransit::snapshot::CopyEvent| {
+        if json {
+            println!("{}", serde_json::to_string(&e).unwrap_or_default())
+        } else {
+            println!("{e}")
+        }
+    })
+}
+
+/// One PASS/FAIL line per object of a diff, each prefixed by `indent`.
+pub fn print_diff_rows(report: &native::DiffReport, indent: &str) {
+    for r in &report.rows {
+        println!(
+            "{indent}[{}] {:<8} {}  source={} target={}{}",
+            if r.pass { "PASS" } else { "FAIL" },
+            r.kind,
+            r.name,
+            r.source.as_deref().unwrap_or("-"),
+            r.target.as_deref().unwrap_or("-"),
+            if r.note.is_empty() {
+                String::new()
+            } else {
+                format!("  ({})", r.note)
+            }
+        );
+    }
 }

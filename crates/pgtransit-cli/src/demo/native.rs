@@ -186,21 +186,7 @@ pub async fn run() -> Result<u8, Failure> {
     done(t);
     let t = step("diff");
     let report = native::diff(&mut s, Duration::from_secs(30)).await?;
-    for r in &report.rows {
-        println!(
-            "  [{}] {:<8} {}  source={} target={}{}",
-            if r.pass { "PASS" } else { "FAIL" },
-            r.kind,
-            r.name,
-            r.source.as_deref().unwrap_or("-"),
-            r.target.as_deref().unwrap_or("-"),
-            if r.note.is_empty() {
-                String::new()
-            } else {
-                format!("  ({})", r.note)
-            }
-        );
-    }
+    crate::native_cmd::print_diff_rows(&report, "  ");
     done(t);
     let verified = fenced.elapsed();
     let t = step("drop-sub");

@@ -191,12 +191,7 @@ impl Applier {
             }
             params.extend(values(r));
         }
-        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-            params.iter().map(|p| p as _).collect();
-        client
-            .execute(&st, &refs)
-            .await
-            .map_err(|e| sql_error(&format!("inserting into {}", t.name), e))?;
+        execute_text(client, &st, &params, &format!("inserting into {}", t.name)).await?;
         self.counts.inserts += n as u64;
         Ok(())
     }
@@ -308,12 +303,7 @@ impl Applier {
                 format!("UPDATE {} SET {} WHERE {clause}", t.name, sets.join(", "))
             })
             .await?;
-        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-            params.iter().map(|p| p as _).collect();
-        let n = client
-            .execute(&st, &refs)
-            .await
-            .map_err(|e| sql_error(&format!("updating {}", t.name), e))?;
+        let n = execute_text(client, &st, &params, &format!("updating {}", t.name)).await?;
         self.counts.updates += 1;
         if n == 0 {
             self.counts.not_found += 1;
@@ -346,12 +336,7 @@ impl Applier {
                 format!("DELETE FROM {} WHERE {clause}", t.name)
             })
             .await?;
-        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-            params.iter().map(|p| p as _).collect();
-        let n = client
-            .execute(&st, &refs)
-            .await
-            .map_err(|e| sql_error(&format!("deleting from {}", t.name), e))?;
+        let n = execute_text(client, &st, &params, &format!("deleting from {}", t.name)).await?;
         self.counts.deletes += 1;
         if n == 0 {
             self.counts.not_found += 1;
@@ -512,22 +497,12 @@ impl Applier {
         let key = format!("{}{n}:{mask}", if b.delete { "DB" } else { "UB" });
         let st = self.statement(client, b.oid, key, || sql).await?;
         let params: Vec<TextValue> = b.rows.iter().flat_map(|r| r.iter().map(text)).collect();
-        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-            params.iter().map(|p| p as _).collect();
-        let affected = client.execute(&st, &refs).await.map_err(|e| {
-            sql_error(
-                &format!(
-                    "{} {}",
-                    if b.delete {
-                        "deleting from"
-                    } else {
-                        "updating"
-                    },
-                    t.name
-                ),
-                e,
-            )
-        })?;
+        let what = if b.delete {
+            format!("deleting from {}", t.name)
+        } else {
+            format!("updating {}", t.name)
+        };
+        let affected = execute_text(client, &st, &params, &what).await?;
         if b.delete {
             self.counts.deletes += n as u64;
         } else {
@@ -536,4 +511,19 @@ impl Applier {
         self.counts.not_found += (n as u64).saturating_sub(affected);
         Ok(())
     }
+}
+
+/// Run a prepared statement with text parameters; the rows it affected.
+async fn execute_text(
+    client: &Client,
+    st: &Statement,
+    params: &[TextValue<'_>],
+    what: &str,
+) -> Result<u64, StepError> {
+    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+        params.iter().map(|p| p as _).collect();
+    client
+        .execute(st, &refs)
+        .await
+        .map_err(|e| sql_error(what, e))
 }
