@@ -372,33 +372,45 @@ async fn stream(
     // The open source transaction: its commit LSN, or None.
     let mut open: Option<u64> = None;
     let mut skipping = false;
+    // Source transactions applied in the open target transaction but not committed yet:
+    // small consecutive transactions share one target commit (end LSN, commit time, count).
+    let mut group: Option<(u64, i64, u64)> = None;
+    // An event read ahead to see whether more are waiting.
+    let mut peeked = None;
     let mut last_report = Instant::now();
     let fatal = classify;
     loop {
         if o.stop.load(Ordering::SeqCst) {
-            if open.is_some() && !skipping {
+            if (open.is_some() && !skipping) || group.is_some() {
                 let _ = target.batch_execute("ROLLBACK").await;
             }
             return Ok(());
         }
-        let event = match tokio::time::timeout(Duration::from_millis(500), repl.recv()).await {
-            Err(_) => continue,
-            Ok(Err(e)) => {
-                if open.is_some() && !skipping {
+        let received = match peeked.take() {
+            Some(r) => r,
+            None => match tokio::time::timeout(Duration::from_millis(500), repl.recv()).await {
+                Err(_) => continue,
+                Ok(r) => r,
+            },
+        };
+        let event = match received {
+            Err(e) => {
+                if (open.is_some() && !skipping) || group.is_some() {
                     let _ = target.batch_execute("ROLLBACK").await;
                 }
                 return Err(Interrupted::Network(e.to_string()));
             }
-            Ok(Ok(None)) => {
-                return Err(Interrupted::Network("the replication stream ended".into()))
-            }
-            Ok(Ok(Some(ev))) => ev,
+            Ok(None) => return Err(Interrupted::Network("the replication stream ended".into())),
+            Ok(Some(ev)) => ev,
         };
         match event {
             ReplicationEvent::Begin { final_lsn, .. } => {
                 let commit = final_lsn.0;
                 skipping = commit < run.applied;
-                if !skipping {
+                if skipping && group.is_some() {
+                    commit_group(target, repl, &mut group, run).await?;
+                }
+                if !skipping && group.is_none() {
                     target
                         .batch_execute("BEGIN")
                         .await
@@ -425,32 +437,35 @@ async fn stream(
                 commit_time_micros,
                 ..
             } => {
-                if !skipping {
-                    run.applier.flush(target).await.map_err(fatal)?;
-                    let ts = commit_time_micros as f64 / 1e6 + 946_684_800.0;
-                    target
-                        .execute(
-                            "SELECT pg_replication_origin_xact_setup($1::text::pg_lsn, to_timestamp($2))",
-                            &[&lsn_text(end_lsn.0), &ts],
-                        )
-                        .await
-                        .map_err(|e| classify(sql_error("recording the source position", e)))?;
-                    target
-                        .batch_execute("COMMIT")
-                        .await
-                        .map_err(|e| classify(sql_error("committing on the target", e)))?;
-                    run.transactions += 1;
-                }
+                let was_skipping = skipping;
                 open = None;
                 skipping = false;
-                run.applied = run.applied.max(end_lsn.0);
-                // Only now, with the rows committed, may the source forget them.
-                repl.update_applied_lsn(end_lsn);
-                if until.is_some_and(|u| run.applied >= u) {
+                if was_skipping {
+                    run.applied = run.applied.max(end_lsn.0);
+                    repl.update_applied_lsn(end_lsn);
+                } else {
+                    run.applier.flush(target).await.map_err(fatal)?;
+                    let count = group.map(|g| g.2).unwrap_or(0) + 1;
+                    group = Some((end_lsn.0, commit_time_micros, count));
+                    // Commit when enough are grouped, when the caller's stop point is
+                    // reached, or when nothing else is waiting (never hold a commit back).
+                    let reached = until.is_some_and(|u| end_lsn.0 >= u);
+                    if count < GROUP_MAX && !reached {
+                        use futures_util::FutureExt;
+                        peeked = repl.recv().now_or_never();
+                    }
+                    if count >= GROUP_MAX || reached || peeked.is_none() {
+                        commit_group(target, repl, &mut group, run).await?;
+                    }
+                }
+                if until.is_some_and(|u| run.applied >= u) && group.is_none() {
                     return Ok(());
                 }
             }
             ReplicationEvent::KeepAlive { wal_end, .. } => {
+                if group.is_some() {
+                    commit_group(target, repl, &mut group, run).await?;
+                }
                 if open.is_none() && wal_end.0 > run.applied {
                     // Everything sent before this point is applied and committed.
                     run.applied = wal_end.0;
@@ -477,6 +492,38 @@ async fn stream(
             });
         }
     }
+}
+
+/// Source transactions that share one target commit at most.
+const GROUP_MAX: u64 = 200;
+
+/// Commit the open target transaction holding the grouped source transactions, recording
+/// the last one's position in the origin; only then may the source forget them.
+async fn commit_group(
+    target: &Client,
+    repl: &ReplicationClient,
+    group: &mut Option<(u64, i64, u64)>,
+    run: &mut Run,
+) -> Result<(), Interrupted> {
+    let Some((end, commit_time, count)) = group.take() else {
+        return Ok(());
+    };
+    let ts = commit_time as f64 / 1e6 + 946_684_800.0;
+    target
+        .execute(
+            "SELECT pg_replication_origin_xact_setup($1::text::pg_lsn, to_timestamp($2))",
+            &[&lsn_text(end), &ts],
+        )
+        .await
+        .map_err(|e| classify(sql_error("recording the source position", e)))?;
+    target
+        .batch_execute("COMMIT")
+        .await
+        .map_err(|e| classify(sql_error("committing on the target", e)))?;
+    run.transactions += count;
+    run.applied = run.applied.max(end);
+    repl.update_applied_lsn(Lsn(end));
+    Ok(())
 }
 
 async fn apply_message(
