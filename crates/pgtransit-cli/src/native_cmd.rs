@@ -243,7 +243,7 @@ pub async fn drop_pub(a: StepArgs) -> Result<u8, Failure> {
 pub async fn progress(a: ProgressArgs) -> Result<u8, Failure> {
     let task = resolve_task(&a.step.task)?;
     if a.step.dry_run {
-        return dry_run(progress_plan(&task));
+        return dry_run(native::plan_progress(&task));
     }
     let start = Instant::now();
     let mut s = Session::new(&task, |_| {});
@@ -277,25 +277,6 @@ pub async fn progress(a: ProgressArgs) -> Result<u8, Failure> {
             return Ok(0);
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-}
-
-fn progress_plan(task: &Task) -> Plan {
-    use pgtransit::check::Side;
-    use pgtransit::native::{sql, Action};
-    let inspect = |side, why: &str, q| Action::Inspect {
-        side,
-        why: why.into(),
-        sql: sql::for_task(q, task),
-    };
-    Plan {
-        step: "progress",
-        actions: vec![
-            inspect(Side::Target, "the subscription", sql::PROGRESS_SUBSCRIPTION),
-            inspect(Side::Target, "per-table sync state", sql::PROGRESS_TARGET),
-            inspect(Side::Source, "per-table source size", sql::PROGRESS_SOURCE),
-            inspect(Side::Source, "lag of the slot", sql::PROGRESS_LAG),
-        ],
     }
 }
 
@@ -344,28 +325,7 @@ fn render_progress(p: &native::Progress) -> String {
 pub async fn diff(a: DiffArgs) -> Result<u8, Failure> {
     let task = resolve_task(&a.step.task)?;
     if a.step.dry_run {
-        use pgtransit::check::Side;
-        use pgtransit::native::{sql, Action};
-        return dry_run(Plan {
-            step: "diff",
-            actions: vec![
-                Action::Inspect {
-                    side: Side::Source,
-                    why: "wait until the slot confirms the current WAL position".into(),
-                    sql: sql::for_task(sql::PROGRESS_LAG, &task),
-                },
-                Action::Inspect {
-                    side: Side::Source,
-                    why: "build the count query, then run it on both sides".into(),
-                    sql: sql::for_task(sql::COUNT_QUERY, &task),
-                },
-                Action::Inspect {
-                    side: Side::Source,
-                    why: "sequence values, read on both sides".into(),
-                    sql: sql::for_task(sql::SEQUENCE_VALUES, &task),
-                },
-            ],
-        });
+        return dry_run(native::plan_diff(&task));
     }
     let report = native::diff(&mut session(&task), Duration::from_secs(a.wait)).await?;
     if a.json {

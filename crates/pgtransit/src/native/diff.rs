@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::exec::{sql_error, Session, StepError};
+use super::plan::{Action, Plan};
 use super::sql;
 use crate::check::Side;
 
@@ -202,4 +203,27 @@ async fn recheck_differences(
         }
     }
     Ok(())
+}
+
+/// What `diff` reads, on which side.
+pub fn plan_diff(task: &crate::task::Task) -> Plan {
+    let inspect = |why: &str, q| Action::Inspect {
+        side: Side::Source,
+        why: why.into(),
+        sql: sql::for_task(q, task),
+    };
+    Plan {
+        step: "diff",
+        actions: vec![
+            inspect(
+                "wait until the slot confirms the current WAL position",
+                sql::PROGRESS_LAG,
+            ),
+            inspect(
+                "build the count query, then run it on both sides",
+                sql::COUNT_QUERY,
+            ),
+            inspect("sequence values, read on both sides", sql::SEQUENCE_VALUES),
+        ],
+    }
 }

@@ -15,10 +15,10 @@ mod schema;
 pub mod sql;
 mod steps;
 
-pub use diff::{diff, DiffReport, DiffRow};
+pub use diff::{diff, plan_diff, DiffReport, DiffRow};
 pub use exec::{sql_error, Session, StepError, StepErrorKind};
 pub use plan::{Action, Plan};
-pub use progress::{progress, Progress, TableProgress};
+pub use progress::{plan_progress, progress, Progress, TableProgress};
 pub use schema::{copy_schema, plan_copy_schema, SchemaOptions, Section};
 pub use steps::{
     copy_seq, create_pub, create_sub, drop_pub, drop_sub, plan_copy_seq, plan_create_pub,

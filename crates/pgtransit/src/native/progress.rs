@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::exec::{Session, StepError};
+use super::plan::{Action, Plan};
 use super::sql;
 use crate::check::Side;
 
@@ -127,4 +128,22 @@ pub async fn progress(s: &mut Session<'_>) -> Result<Progress, StepError> {
         lag_seconds: l.and_then(|r| r.get(4)),
         errors: sub.first().and_then(|r| r.get(3)),
     })
+}
+
+/// What `progress` reads, on which side.
+pub fn plan_progress(task: &crate::task::Task) -> Plan {
+    let inspect = |side, why: &str, q| Action::Inspect {
+        side,
+        why: why.into(),
+        sql: sql::for_task(q, task),
+    };
+    Plan {
+        step: "progress",
+        actions: vec![
+            inspect(Side::Target, "the subscription", sql::PROGRESS_SUBSCRIPTION),
+            inspect(Side::Target, "per-table sync state", sql::PROGRESS_TARGET),
+            inspect(Side::Source, "per-table source size", sql::PROGRESS_SOURCE),
+            inspect(Side::Source, "lag of the slot", sql::PROGRESS_LAG),
+        ],
+    }
 }
