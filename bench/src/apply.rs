@@ -17,6 +17,8 @@ pub struct ApplyRun {
     pub case: String,
     pub seconds: f64,
     pub rows_per_second: Option<f64>,
+    /// pgbench: transactions the target did not have yet when the load stopped.
+    pub behind: Option<i64>,
 }
 
 fn wait_until(target: &Cluster, sql: &str, want: &str, limit: Duration) -> f64 {
@@ -30,7 +32,7 @@ fn wait_until(target: &Cluster, sql: &str, want: &str, limit: Duration) -> f64 {
             return t.elapsed().as_secs_f64();
         }
         assert!(t.elapsed() < limit, "{sql} never returned {want}");
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -52,6 +54,7 @@ fn big_transactions(
             case: name.into(),
             seconds: s,
             rows_per_second: Some(rows as f64 / s.max(0.001)),
+            behind: None,
         });
     };
     case(
@@ -100,6 +103,15 @@ fn pgbench_load(
         .and_then(|v| v.split('/').next())
         .and_then(|v| v.trim().parse::<f64>().ok())
         .unwrap_or(0.0);
+    // The lag at the end, in transactions: pgbench inserts one history row per transaction.
+    let history = |c: &Cluster| -> i64 {
+        c.psql(DB, "SELECT count(*) FROM pgbench_history")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let (on_source, on_target) = (history(source), history(target));
+    let behind = on_source - on_target;
     let want = source
         .psql(DB, "SELECT sum(abalance) FROM pgbench_accounts")
         .unwrap();
@@ -109,12 +121,13 @@ fn pgbench_load(
         want.trim(),
         Duration::from_secs(1800),
     );
-    eprintln!("   {engine}: pgbench {secs} s ({txns:.0} transactions): caught up {catch_up:.1} s after the load stopped");
+    eprintln!("   {engine}: pgbench {secs} s ({txns:.0} transactions): {behind} behind at the end, caught up {catch_up:.2} s after the load stopped");
     out.push(ApplyRun {
         engine: engine.into(),
         case: format!("pgbench {secs} s at full speed: catch-up after it stops"),
         seconds: catch_up,
         rows_per_second: Some(txns / secs as f64),
+        behind: Some(behind),
     });
 }
 

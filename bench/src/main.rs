@@ -435,7 +435,7 @@ fn apply_bench(pgtransit: &Path) {
     let mut md = format!(
         "Change apply, same machine and sandboxes ({} cores), one run. Time from the source commit until \
          the target shows the transaction; for pgbench, time to catch up once a {load} s full-speed load stops \
-         (the rate column is then pgbench's transactions/s). Ratio = native / pgtransit.\n\n\
+         (the rate column is then pgbench's transactions/s, and the transactions the target lacked when the load stopped). Ratio = native / pgtransit.\n\n\
          | case | native subscription | pgtransit cdc | ratio |\n|---|---:|---:|---:|\n",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
@@ -452,9 +452,12 @@ fn apply_bench(pgtransit: &Path) {
         let (Some(n), Some(p)) = (get("native"), get("pgtransit")) else {
             continue;
         };
-        let fmt = |r: &apply::ApplyRun| match r.rows_per_second {
-            Some(rate) => format!("{:.1} s ({:.0}/s)", r.seconds, rate),
-            None => format!("{:.1} s", r.seconds),
+        let fmt = |r: &apply::ApplyRun| match (r.rows_per_second, r.behind) {
+            (Some(rate), Some(behind)) => {
+                format!("{:.2} s ({:.0}/s, {behind} behind)", r.seconds, rate)
+            }
+            (Some(rate), None) => format!("{:.1} s ({:.0}/s)", r.seconds, rate),
+            _ => format!("{:.1} s", r.seconds),
         };
         md.push_str(&format!(
             "| {case} | {} | {} | {:.2}x |\n",

@@ -1,20 +1,34 @@
 //! Applying decoded changes to the target: one session, source transactions kept whole
-//! and in order, prepared statements per table, operation and column set, consecutive
-//! inserts into one table sent as multi-row statements. Only the columns an UPDATE sent
-//! are written (an unchanged TOAST value never is); rows are found by their identity key,
-//! or under REPLICA IDENTITY FULL by all old columns, NULL-safe, one row.
+//! and in order, prepared statements per table, operation and column set. Only the columns
+//! an UPDATE sent are written (an unchanged TOAST value never is); rows are found by their
+//! identity key, or under REPLICA IDENTITY FULL by all old columns, NULL-safe, one row.
+//!
+//! Changes wait per table and go out as one statement per run: consecutive inserts as a
+//! multi-row INSERT, key-unchanged updates as `UPDATE ... FROM (VALUES ...)`, deletes as
+//! `DELETE ... IN (VALUES ...)`. In the apply session (replica role) no foreign key is
+//! checked and only triggers enabled ALWAYS or REPLICA fire, so within one target
+//! transaction the changes of different tables may overtake each other without changing
+//! what the commit holds; the changes of one table always keep their order. Tables with
+//! such triggers are not reordered at all.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use bytes::Bytes;
 use pgoutput::{Delete, Insert, OldTuple, Truncate, Tuple, Update, Value};
-use tokio_postgres::{Client, Statement};
+use tokio_postgres::Statement;
 
+use super::pipeline::{Pipeline, Sent};
 use super::tables::Table;
 use super::text::TextValue;
 use crate::native::{sql_error, StepError};
 
-/// Rows per multi-row INSERT (bounded by PostgreSQL's 65535 parameters).
+/// Rows per statement (PostgreSQL allows 65535 parameters).
 const BATCH_ROWS: usize = 500;
+const MAX_PARAMS: usize = 60_000;
+/// Rows waiting over all tables, which bounds memory however many tables a transaction
+/// touches.
+const MAX_WAITING_ROWS: usize = 5_000;
 
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct Counts {
@@ -26,35 +40,55 @@ pub struct Counts {
     pub not_found: u64,
 }
 
-/// Consecutive updates (key unchanged) or deletes on one table, sent as one statement.
-/// A key seen twice ends the batch, so that changes to one row keep their order.
-struct Batch {
+#[derive(Clone, PartialEq, Eq)]
+enum Kind {
+    Insert {
+        idempotent: bool,
+    },
+    /// Key-unchanged updates writing these columns.
+    Update {
+        set_cols: Vec<usize>,
+    },
+    Delete,
+}
+
+type Key = Vec<Option<Bytes>>;
+
+/// One table's changes waiting to be sent as one statement.
+struct Waiting {
     oid: u32,
-    delete: bool,
-    /// For updates: the columns written.
-    set_cols: Vec<usize>,
-    /// Per row: the written values (updates), then the key values.
+    kind: Kind,
+    foldable: bool,
+    /// Inserts: the row. Updates: the written values, then the key. Deletes: the key.
     rows: Vec<Vec<Value>>,
-    keys: std::collections::HashSet<Vec<Option<bytes::Bytes>>>,
+    /// Updates and deletes: the row index of each key.
+    keys: HashMap<Key, usize>,
 }
 
-pub struct Applier {
-    pub tables: HashMap<u32, Table>,
-    statements: HashMap<(u32, String), Statement>,
-    pending: Option<(u32, Vec<Tuple>, bool)>,
-    batch: Option<Batch>,
-    pub counts: Counts,
-}
-
-fn text(v: &Value) -> TextValue<'_> {
-    match v {
-        Value::Text(b) | Value::Binary(b) => TextValue(Some(b)),
-        Value::Null | Value::UnchangedToast => TextValue(None),
+impl Waiting {
+    fn has_room(&self, width: usize) -> bool {
+        self.rows.len() < BATCH_ROWS && (self.rows.len() + 1) * width < MAX_PARAMS
     }
 }
 
-fn values(t: &Tuple) -> Vec<TextValue<'_>> {
-    t.0.iter().map(text).collect()
+pub struct Applier {
+    pub tables: HashMap<u32, Arc<Table>>,
+    statements: HashMap<(u32, String), Statement>,
+    waiting: Vec<Waiting>,
+    waiting_rows: usize,
+    pub counts: Counts,
+}
+
+fn text(v: &Value) -> TextValue {
+    TextValue::from(v)
+}
+
+fn sent(what: String, expect_rows: Option<u64>) -> Sent {
+    Sent {
+        what,
+        expect_rows,
+        commits: None,
+    }
 }
 
 impl Default for Applier {
@@ -68,19 +102,27 @@ impl Applier {
         Applier {
             tables: HashMap::new(),
             statements: HashMap::new(),
-            pending: None,
-            batch: None,
+            waiting: Vec::new(),
+            waiting_rows: 0,
             counts: Counts::default(),
         }
+    }
+
+    /// A new target session: statements are prepared again, and nothing waiting of an
+    /// interrupted transaction survives into the next one.
+    pub fn reset(&mut self) {
+        self.statements.clear();
+        self.waiting.clear();
+        self.waiting_rows = 0;
     }
 
     /// A new description of a table: its statements are built again.
     pub fn set_table(&mut self, oid: u32, t: Table) {
         self.statements.retain(|(o, _), _| *o != oid);
-        self.tables.insert(oid, t);
+        self.tables.insert(oid, Arc::new(t));
     }
 
-    fn table(&self, oid: u32) -> Result<&Table, StepError> {
+    fn table(&self, oid: u32) -> Result<&Arc<Table>, StepError> {
         self.tables.get(&oid).ok_or_else(|| {
             StepError::failed(format!(
                 "a change for relation {oid} came before its Relation message"
@@ -90,7 +132,7 @@ impl Applier {
 
     async fn statement(
         &mut self,
-        client: &Client,
+        p: &Pipeline,
         oid: u32,
         key: String,
         sql: impl FnOnce() -> String,
@@ -99,7 +141,7 @@ impl Applier {
             return Ok(s.clone());
         }
         let text = sql();
-        let s = client.prepare(&text).await.map_err(|e| {
+        let s = p.client().prepare(&text).await.map_err(|e| {
             sql_error(
                 &format!("preparing `{}`", text.lines().next().unwrap_or("")),
                 e,
@@ -122,7 +164,7 @@ impl Applier {
 
     pub async fn insert(
         &mut self,
-        client: &Client,
+        p: &mut Pipeline,
         m: Insert,
         commit_lsn: u64,
     ) -> Result<(), StepError> {
@@ -130,131 +172,29 @@ impl Applier {
         if copied {
             return Ok(());
         }
-        self.flush_batch(client).await?;
-        if let Some((oid, rows, idem)) = &mut self.pending {
-            if *oid == m.relation && *idem == idempotent && rows.len() < BATCH_ROWS {
-                rows.push(m.new);
-                return Ok(());
-            }
+        let width = self.table(m.relation)?.columns.len();
+        if m.new.0.len() != width {
+            return Err(StepError::failed(format!(
+                "an insert into {} has {} values for {width} columns",
+                self.table(m.relation)?.name,
+                m.new.0.len()
+            )));
         }
-        self.flush_inserts(client).await?;
-        self.pending = Some((m.relation, vec![m.new], idempotent));
-        Ok(())
-    }
-
-    /// Send what is pending: inserts, or a batch of updates or deletes.
-    pub async fn flush(&mut self, client: &Client) -> Result<(), StepError> {
-        self.flush_batch(client).await?;
-        self.flush_inserts(client).await
-    }
-
-    /// Send the pending inserts as one multi-row INSERT.
-    async fn flush_inserts(&mut self, client: &Client) -> Result<(), StepError> {
-        let Some((oid, rows, idempotent)) = self.pending.take() else {
-            return Ok(());
-        };
-        let t = self.table(oid)?.clone();
-        let per_row = t.columns.len();
-        let n = rows.len();
-        let key = format!("I{n}{}", if idempotent { "i" } else { "" });
-        let st = self
-            .statement(client, oid, key, || {
-                let tuples: Vec<String> = (0..n)
-                    .map(|r| {
-                        let ps: Vec<String> = (1..=per_row)
-                            .map(|c| format!("${}", r * per_row + c))
-                            .collect();
-                        format!("({})", ps.join(", "))
-                    })
-                    .collect();
-                format!(
-                    "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE VALUES {}{}",
-                    t.name,
-                    t.columns.join(", "),
-                    tuples.join(", "),
-                    if idempotent {
-                        " ON CONFLICT DO NOTHING"
-                    } else {
-                        ""
-                    }
-                )
-            })
-            .await?;
-        let mut params: Vec<TextValue> = Vec::with_capacity(n * per_row);
-        for r in &rows {
-            if r.0.len() != per_row {
-                return Err(StepError::failed(format!(
-                    "an insert into {} has {} values for {per_row} columns",
-                    t.name,
-                    r.0.len()
-                )));
-            }
-            params.extend(values(r));
-        }
-        execute_text(client, &st, &params, &format!("inserting into {}", t.name)).await?;
-        self.counts.inserts += n as u64;
-        Ok(())
-    }
-
-    /// WHERE clause and its values: the identity key (from the old key tuple when the key
-    /// changed), or every old column NULL-safe under FULL identity (compared as text, which
-    /// is what the source sent), as a ctid subquery so only one row is touched.
-    fn locate<'a>(
-        t: &Table,
-        old: Option<&'a OldTuple>,
-        new: Option<&'a Tuple>,
-        first: usize,
-    ) -> (String, String, Vec<TextValue<'a>>) {
-        let tuple = old
-            .map(|o| o.tuple())
-            .or(new)
-            .expect("a tuple to locate the row");
-        let mut conds = Vec::new();
-        let mut mask = String::new();
-        let mut params = Vec::new();
-        for (i, v) in tuple.0.iter().enumerate() {
-            let used =
-                t.key.get(i).copied().unwrap_or(false) && !matches!(v, Value::UnchangedToast);
-            mask.push(if used { '1' } else { '0' });
-            if !used {
-                continue;
-            }
-            let p = first + params.len();
-            if t.full_identity {
-                conds.push(format!(
-                    "{}::text IS NOT DISTINCT FROM ${p}::text",
-                    t.columns[i]
-                ));
-            } else {
-                conds.push(format!("{} = ${p}", t.columns[i]));
-            }
-            params.push(text(v));
-        }
-        let cond = if conds.is_empty() {
-            "false".to_string()
-        } else {
-            conds.join(" AND ")
-        };
-        let clause = if t.full_identity {
-            format!("ctid = (SELECT ctid FROM {} WHERE {cond} LIMIT 1)", t.name)
-        } else {
-            cond
-        };
-        (clause, mask, params)
+        self.wait(p, m.relation, Kind::Insert { idempotent }, m.new.0, None)
+            .await
     }
 
     pub async fn update(
         &mut self,
-        client: &Client,
+        p: &mut Pipeline,
         m: Update,
         commit_lsn: u64,
     ) -> Result<(), StepError> {
-        self.flush_inserts(client).await?;
         let (copied, _) = self.skip(m.relation, commit_lsn)?;
         if copied {
             return Ok(());
         }
-        let t = self.table(m.relation)?.clone();
+        let t = Arc::clone(self.table(m.relation)?);
         if !t.full_identity && m.old.is_none() {
             let set_cols: Vec<usize> = (0..m.new.0.len())
                 .filter(|&i| {
@@ -266,13 +206,15 @@ impl Applier {
             if set_cols.is_empty() {
                 return Ok(());
             }
+            let key = key_values(&t, &m.new);
             let mut row: Vec<Value> = set_cols.iter().map(|&i| m.new.0[i].clone()).collect();
-            row.extend(key_values(&t, &m.new));
+            row.extend(key.iter().cloned());
+            let kind = Kind::Update { set_cols };
             return self
-                .add_to_batch(client, m.relation, false, set_cols, row)
+                .wait(p, m.relation, kind, row, Some(key_of(&key)))
                 .await;
         }
-        self.flush_batch(client).await?;
+        self.send_own_turn(p, m.relation).await?;
         let mut sets = Vec::new();
         let mut set_mask = String::new();
         let mut params: Vec<TextValue> = Vec::new();
@@ -295,62 +237,61 @@ impl Applier {
             return Ok(());
         }
         let (clause, where_mask, wparams) =
-            Self::locate(&t, m.old.as_ref(), Some(&m.new), params.len() + 1);
+            locate(&t, m.old.as_ref(), Some(&m.new), params.len() + 1);
         params.extend(wparams);
         let key = format!("U{set_mask}:{where_mask}");
         let st = self
-            .statement(client, m.relation, key, || {
+            .statement(p, m.relation, key, || {
                 format!("UPDATE {} SET {} WHERE {clause}", t.name, sets.join(", "))
             })
             .await?;
-        let n = execute_text(client, &st, &params, &format!("updating {}", t.name)).await?;
+        p.execute(&st, params, sent(format!("updating {}", t.name), Some(1)))
+            .await?;
         self.counts.updates += 1;
-        if n == 0 {
-            self.counts.not_found += 1;
-        }
         Ok(())
     }
 
     pub async fn delete(
         &mut self,
-        client: &Client,
+        p: &mut Pipeline,
         m: Delete,
         commit_lsn: u64,
     ) -> Result<(), StepError> {
-        self.flush_inserts(client).await?;
         let (copied, _) = self.skip(m.relation, commit_lsn)?;
         if copied {
             return Ok(());
         }
-        let t = self.table(m.relation)?.clone();
+        let t = Arc::clone(self.table(m.relation)?);
         if !t.full_identity {
-            let row = key_values(&t, m.old.tuple());
-            return self
-                .add_to_batch(client, m.relation, true, vec![], row)
-                .await;
+            let key = key_values(&t, m.old.tuple());
+            let k = key_of(&key);
+            return self.wait(p, m.relation, Kind::Delete, key, Some(k)).await;
         }
-        self.flush_batch(client).await?;
-        let (clause, mask, params) = Self::locate(&t, Some(&m.old), None, 1);
+        self.send_own_turn(p, m.relation).await?;
+        let (clause, mask, params) = locate(&t, Some(&m.old), None, 1);
         let st = self
-            .statement(client, m.relation, format!("D{mask}"), || {
+            .statement(p, m.relation, format!("D{mask}"), || {
                 format!("DELETE FROM {} WHERE {clause}", t.name)
             })
             .await?;
-        let n = execute_text(client, &st, &params, &format!("deleting from {}", t.name)).await?;
+        p.execute(
+            &st,
+            params,
+            sent(format!("deleting from {}", t.name), Some(1)),
+        )
+        .await?;
         self.counts.deletes += 1;
-        if n == 0 {
-            self.counts.not_found += 1;
-        }
         Ok(())
     }
 
     pub async fn truncate(
         &mut self,
-        client: &Client,
+        p: &mut Pipeline,
         m: Truncate,
         commit_lsn: u64,
     ) -> Result<(), StepError> {
-        self.flush(client).await?;
+        // CASCADE reaches other tables: everything before it goes first.
+        self.flush(p).await?;
         let mut names = Vec::new();
         for oid in &m.relations {
             if !self.skip(*oid, commit_lsn)?.0 {
@@ -370,13 +311,258 @@ impl Applier {
             },
             if m.cascade() { " CASCADE" } else { "" }
         );
-        client
-            .batch_execute(&sql)
-            .await
-            .map_err(|e| sql_error(&format!("`{sql}`"), e))?;
+        p.simple(sql.clone(), format!("`{sql}`")).await?;
         self.counts.truncates += 1;
         Ok(())
     }
+
+    /// Send everything waiting, table by table.
+    pub async fn flush(&mut self, p: &mut Pipeline) -> Result<(), StepError> {
+        for w in std::mem::take(&mut self.waiting) {
+            self.send(p, w).await?;
+        }
+        Ok(())
+    }
+
+    /// Before a change of `oid` that is sent at once: what waits for that table goes
+    /// first, and so does everything else when the order matters for it or for them.
+    async fn send_own_turn(&mut self, p: &mut Pipeline, oid: u32) -> Result<(), StepError> {
+        let foldable = self.table(oid)?.foldable;
+        let mut i = 0;
+        while i < self.waiting.len() {
+            let w = &self.waiting[i];
+            if w.oid == oid || !foldable || !w.foldable {
+                let w = self.waiting.remove(i);
+                self.send(p, w).await?;
+            } else {
+                i += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Add a change to its table's waiting statement, sending that first when the change
+    /// does not fit in it. A key already waiting in an update run takes the later values
+    /// (the source sent whole new values for the same columns); in any other run it ends
+    /// the run, so that changes to one row keep their order.
+    async fn wait(
+        &mut self,
+        p: &mut Pipeline,
+        oid: u32,
+        kind: Kind,
+        row: Vec<Value>,
+        key: Option<Key>,
+    ) -> Result<(), StepError> {
+        let foldable = self.table(oid)?.foldable;
+        if self
+            .waiting
+            .iter()
+            .any(|w| w.oid != oid && (!foldable || !w.foldable))
+        {
+            self.flush(p).await?;
+        }
+        let width = row.len();
+        if let Some(i) = self.waiting.iter().position(|w| w.oid == oid) {
+            let w = &mut self.waiting[i];
+            let seen = key.as_ref().and_then(|k| w.keys.get(k).copied());
+            let same = w.kind == kind;
+            if let Some(at) = seen.filter(|_| same && foldable) {
+                if matches!(kind, Kind::Update { .. }) {
+                    w.rows[at] = row;
+                    self.counts.updates += 1;
+                    return Ok(());
+                }
+            }
+            if same && seen.is_none() && w.has_room(width) {
+                if let Some(k) = key {
+                    w.keys.insert(k, w.rows.len());
+                }
+                w.rows.push(row);
+                self.waiting_rows += 1;
+                return self.bound_memory(p).await;
+            }
+            let w = self.waiting.remove(i);
+            self.send(p, w).await?;
+        }
+        let mut keys = HashMap::new();
+        if let Some(k) = key {
+            keys.insert(k, 0);
+        }
+        self.waiting.push(Waiting {
+            oid,
+            kind,
+            foldable,
+            rows: vec![row],
+            keys,
+        });
+        self.waiting_rows += 1;
+        self.bound_memory(p).await
+    }
+
+    async fn bound_memory(&mut self, p: &mut Pipeline) -> Result<(), StepError> {
+        if self.waiting_rows > MAX_WAITING_ROWS {
+            self.flush(p).await?;
+        }
+        Ok(())
+    }
+
+    /// One table's waiting changes as one statement, each value cast to its column's type
+    /// where it is joined against.
+    async fn send(&mut self, p: &mut Pipeline, w: Waiting) -> Result<(), StepError> {
+        let n = w.rows.len();
+        self.waiting_rows -= n;
+        if n == 0 {
+            return Ok(());
+        }
+        let t = Arc::clone(self.table(w.oid)?);
+        let (key, sql, what, expect): (String, Box<dyn FnOnce() -> String>, String, _) =
+            match &w.kind {
+                Kind::Insert { idempotent } => (
+                    format!("I{n}{}", if *idempotent { "i" } else { "" }),
+                    Box::new(|| insert_sql(&t, n, *idempotent)),
+                    format!("inserting into {}", t.name),
+                    None,
+                ),
+                Kind::Update { set_cols } => (
+                    format!("UB{n}:{set_cols:?}"),
+                    Box::new(|| update_sql(&t, n, set_cols)),
+                    format!("updating {}", t.name),
+                    Some(n as u64),
+                ),
+                Kind::Delete => (
+                    format!("DB{n}"),
+                    Box::new(|| delete_sql(&t, n)),
+                    format!("deleting from {}", t.name),
+                    Some(n as u64),
+                ),
+            };
+        let st = self.statement(p, w.oid, key, sql).await?;
+        let params: Vec<TextValue> = w.rows.iter().flat_map(|r| r.iter().map(text)).collect();
+        p.execute(&st, params, sent(what, expect)).await?;
+        match w.kind {
+            Kind::Insert { .. } => self.counts.inserts += n as u64,
+            Kind::Update { .. } => self.counts.updates += n as u64,
+            Kind::Delete => self.counts.deletes += n as u64,
+        }
+        Ok(())
+    }
+}
+
+/// `$first, $first+1, ...` as one VALUES tuple per row, cast where the types are given.
+fn tuples(n: usize, width: usize, casts: Option<&[&str]>) -> String {
+    (0..n)
+        .map(|r| {
+            let ps: Vec<String> = (0..width)
+                .map(|j| match casts {
+                    Some(c) => format!("${}::{}", r * width + j + 1, c[j]),
+                    None => format!("${}", r * width + j + 1),
+                })
+                .collect();
+            format!("({})", ps.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn insert_sql(t: &Table, n: usize, idempotent: bool) -> String {
+    format!(
+        "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE VALUES {}{}",
+        t.name,
+        t.columns.join(", "),
+        tuples(n, t.columns.len(), None),
+        if idempotent {
+            " ON CONFLICT DO NOTHING"
+        } else {
+            ""
+        }
+    )
+}
+
+fn key_columns(t: &Table) -> Vec<usize> {
+    (0..t.columns.len()).filter(|&i| t.key[i]).collect()
+}
+
+fn update_sql(t: &Table, n: usize, set_cols: &[usize]) -> String {
+    let keys = key_columns(t);
+    let cols: Vec<usize> = set_cols.iter().chain(keys.iter()).copied().collect();
+    let casts: Vec<&str> = cols.iter().map(|&c| t.types[c].as_str()).collect();
+    let alias: Vec<String> = (0..cols.len()).map(|j| format!("c{j}")).collect();
+    let sets: Vec<String> = set_cols
+        .iter()
+        .enumerate()
+        .map(|(j, &c)| format!("{} = v.c{j}", t.columns[c]))
+        .collect();
+    let on: Vec<String> = keys
+        .iter()
+        .enumerate()
+        .map(|(j, &c)| format!("x.{} = v.c{}", t.columns[c], set_cols.len() + j))
+        .collect();
+    format!(
+        "UPDATE {} AS x SET {} FROM (VALUES {}) AS v({}) WHERE {}",
+        t.name,
+        sets.join(", "),
+        tuples(n, cols.len(), Some(&casts)),
+        alias.join(", "),
+        on.join(" AND ")
+    )
+}
+
+fn delete_sql(t: &Table, n: usize) -> String {
+    let keys = key_columns(t);
+    let casts: Vec<&str> = keys.iter().map(|&c| t.types[c].as_str()).collect();
+    let names: Vec<&str> = keys.iter().map(|&i| t.columns[i].as_str()).collect();
+    format!(
+        "DELETE FROM {} WHERE ({}) IN (VALUES {})",
+        t.name,
+        names.join(", "),
+        tuples(n, keys.len(), Some(&casts))
+    )
+}
+
+/// WHERE clause and its values: the identity key (from the old key tuple when the key
+/// changed), or every old column NULL-safe under FULL identity (compared as text, which is
+/// what the source sent), as a ctid subquery so only one row is touched.
+fn locate(
+    t: &Table,
+    old: Option<&OldTuple>,
+    new: Option<&Tuple>,
+    first: usize,
+) -> (String, String, Vec<TextValue>) {
+    let tuple = old
+        .map(|o| o.tuple())
+        .or(new)
+        .expect("a tuple to locate the row");
+    let mut conds = Vec::new();
+    let mut mask = String::new();
+    let mut params = Vec::new();
+    for (i, v) in tuple.0.iter().enumerate() {
+        let used = t.key.get(i).copied().unwrap_or(false) && !matches!(v, Value::UnchangedToast);
+        mask.push(if used { '1' } else { '0' });
+        if !used {
+            continue;
+        }
+        let p = first + params.len();
+        if t.full_identity {
+            conds.push(format!(
+                "{}::text IS NOT DISTINCT FROM ${p}::text",
+                t.columns[i]
+            ));
+        } else {
+            conds.push(format!("{} = ${p}", t.columns[i]));
+        }
+        params.push(text(v));
+    }
+    let cond = if conds.is_empty() {
+        "false".to_string()
+    } else {
+        conds.join(" AND ")
+    };
+    let clause = if t.full_identity {
+        format!("ctid = (SELECT ctid FROM {} WHERE {cond} LIMIT 1)", t.name)
+    } else {
+        cond
+    };
+    (clause, mask, params)
 }
 
 /// The identity key's values of a tuple, in column order.
@@ -390,140 +576,11 @@ fn key_values(t: &Table, tuple: &Tuple) -> Vec<Value> {
         .collect()
 }
 
-fn key_of(row: &[Value], set: usize) -> Vec<Option<bytes::Bytes>> {
-    row[set..]
-        .iter()
+fn key_of(key: &[Value]) -> Key {
+    key.iter()
         .map(|v| match v {
             Value::Text(b) | Value::Binary(b) => Some(b.clone()),
             _ => None,
         })
         .collect()
-}
-
-impl Applier {
-    async fn add_to_batch(
-        &mut self,
-        client: &Client,
-        oid: u32,
-        delete: bool,
-        set_cols: Vec<usize>,
-        row: Vec<Value>,
-    ) -> Result<(), StepError> {
-        let key = key_of(&row, set_cols.len());
-        let fits = |b: &Batch| {
-            b.oid == oid
-                && b.delete == delete
-                && b.set_cols == set_cols
-                && !b.keys.contains(&key)
-                && (b.rows.len() + 1) * row.len() < 60_000
-                && b.rows.len() < BATCH_ROWS
-        };
-        if !self.batch.as_ref().is_some_and(fits) {
-            self.flush_batch(client).await?;
-            self.batch = Some(Batch {
-                oid,
-                delete,
-                set_cols,
-                rows: Vec::new(),
-                keys: Default::default(),
-            });
-        }
-        let b = self.batch.as_mut().expect("a batch");
-        b.keys.insert(key);
-        b.rows.push(row);
-        Ok(())
-    }
-
-    /// `UPDATE t SET ... FROM (VALUES ...)` or `DELETE FROM t WHERE (key) IN (VALUES ...)`,
-    /// each value cast to its column's type.
-    async fn flush_batch(&mut self, client: &Client) -> Result<(), StepError> {
-        let Some(b) = self.batch.take() else {
-            return Ok(());
-        };
-        if b.rows.is_empty() {
-            return Ok(());
-        }
-        let t = self.table(b.oid)?.clone();
-        let keys: Vec<usize> = (0..t.columns.len()).filter(|&i| t.key[i]).collect();
-        let cols: Vec<usize> = b
-            .set_cols
-            .iter()
-            .copied()
-            .chain(keys.iter().copied())
-            .collect();
-        let n = b.rows.len();
-        let width = cols.len();
-        let tuples: Vec<String> = (0..n)
-            .map(|r| {
-                let ps: Vec<String> = cols
-                    .iter()
-                    .enumerate()
-                    .map(|(j, &c)| format!("${}::{}", r * width + j + 1, t.types[c]))
-                    .collect();
-                format!("({})", ps.join(", "))
-            })
-            .collect();
-        let sql = if b.delete {
-            let names: Vec<&str> = keys.iter().map(|&i| t.columns[i].as_str()).collect();
-            format!(
-                "DELETE FROM {} WHERE ({}) IN (VALUES {})",
-                t.name,
-                names.join(", "),
-                tuples.join(", ")
-            )
-        } else {
-            let alias: Vec<String> = (0..width).map(|j| format!("c{j}")).collect();
-            let sets: Vec<String> = b
-                .set_cols
-                .iter()
-                .enumerate()
-                .map(|(j, &c)| format!("{} = v.c{j}", t.columns[c]))
-                .collect();
-            let on: Vec<String> = keys
-                .iter()
-                .enumerate()
-                .map(|(j, &c)| format!("x.{} = v.c{}", t.columns[c], b.set_cols.len() + j))
-                .collect();
-            format!(
-                "UPDATE {} AS x SET {} FROM (VALUES {}) AS v({}) WHERE {}",
-                t.name,
-                sets.join(", "),
-                tuples.join(", "),
-                alias.join(", "),
-                on.join(" AND ")
-            )
-        };
-        let mask: String = b.set_cols.iter().map(|c| format!("{c},")).collect();
-        let key = format!("{}{n}:{mask}", if b.delete { "DB" } else { "UB" });
-        let st = self.statement(client, b.oid, key, || sql).await?;
-        let params: Vec<TextValue> = b.rows.iter().flat_map(|r| r.iter().map(text)).collect();
-        let what = if b.delete {
-            format!("deleting from {}", t.name)
-        } else {
-            format!("updating {}", t.name)
-        };
-        let affected = execute_text(client, &st, &params, &what).await?;
-        if b.delete {
-            self.counts.deletes += n as u64;
-        } else {
-            self.counts.updates += n as u64;
-        }
-        self.counts.not_found += (n as u64).saturating_sub(affected);
-        Ok(())
-    }
-}
-
-/// Run a prepared statement with text parameters; the rows it affected.
-async fn execute_text(
-    client: &Client,
-    st: &Statement,
-    params: &[TextValue<'_>],
-    what: &str,
-) -> Result<u64, StepError> {
-    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-        params.iter().map(|p| p as _).collect();
-    client
-        .execute(st, &refs)
-        .await
-        .map_err(|e| sql_error(what, e))
 }

@@ -6,6 +6,7 @@
 //! origin's position.
 
 mod apply;
+mod pipeline;
 mod tables;
 mod text;
 
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use pgoutput::{Decoder, Message};
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationEvent};
+use pipeline::Pipeline;
 use serde::Serialize;
 use tokio_postgres::Client;
 
@@ -86,11 +88,11 @@ async fn prepare(
     s: &mut Session<'_>,
     target_spec: &conn::ConnSpec,
     origin: &str,
-    kept: &mut Option<Client>,
-) -> Result<(Client, HashMap<u32, (u64, u64)>, u64), StepError> {
+    kept: &mut Option<Arc<Client>>,
+) -> Result<(Arc<Client>, HashMap<u32, (u64, u64)>, u64), StepError> {
     let client = match kept.take() {
         Some(c) if !c.is_closed() => c,
-        _ => target_session(target_spec, origin).await?,
+        _ => Arc::new(target_session(target_spec, origin).await?),
     };
     let applied = origin_progress(&client, origin).await?;
     let copies = copy_positions(&client, &s.task.name).await?;
@@ -261,7 +263,7 @@ pub async fn cdc(
     let mut backoff = Duration::from_millis(500);
     let mut run = Run::default();
     let mut first_start = None;
-    let mut target: Option<Client> = None;
+    let mut target: Option<Arc<Client>> = None;
     loop {
         // Once streaming has worked, a failure to reconnect is a server restarting or a
         // network blip: wait and try again. Before that, it is a setup error: report it.
@@ -293,7 +295,8 @@ pub async fn cdc(
             .with_options(SESSION_SETTINGS);
         let result = match ReplicationClient::connect(cfg).await {
             Ok(mut repl) => {
-                let r = stream(&mut repl, &client, &copies, until, o, &events, &mut run).await;
+                let mut p = Pipeline::new(client.clone());
+                let r = stream(&mut repl, &mut p, &copies, until, o, &events, &mut run).await;
                 repl.stop();
                 r
             }
@@ -361,7 +364,7 @@ fn classify(e: StepError) -> Interrupted {
 
 async fn stream(
     repl: &mut ReplicationClient,
-    target: &Client,
+    p: &mut Pipeline,
     copies: &HashMap<u32, (u64, u64)>,
     until: Option<u64>,
     o: &CdcOptions,
@@ -369,6 +372,9 @@ async fn stream(
     run: &mut Run,
 ) -> Result<(), Interrupted> {
     let mut decoder = Decoder::new(1);
+    // A new session: nothing of an interrupted transaction is kept, and the statements
+    // are prepared again as the Relation messages come.
+    run.applier.reset();
     // The open source transaction: its commit LSN, or None.
     let mut open: Option<u64> = None;
     let mut skipping = false;
@@ -380,9 +386,13 @@ async fn stream(
     let mut last_report = Instant::now();
     let fatal = classify;
     loop {
+        acknowledge(p, repl, run);
         if o.stop.load(Ordering::SeqCst) {
             if (open.is_some() && !skipping) || group.is_some() {
-                let _ = target.batch_execute("ROLLBACK").await;
+                rollback(p).await;
+            } else {
+                let _ = p.drain().await;
+                acknowledge(p, repl, run);
             }
             return Ok(());
         }
@@ -396,7 +406,7 @@ async fn stream(
         let event = match received {
             Err(e) => {
                 if (open.is_some() && !skipping) || group.is_some() {
-                    let _ = target.batch_execute("ROLLBACK").await;
+                    rollback(p).await;
                 }
                 return Err(Interrupted::Network(e.to_string()));
             }
@@ -408,13 +418,12 @@ async fn stream(
                 let commit = final_lsn.0;
                 skipping = commit < run.applied;
                 if skipping && group.is_some() {
-                    commit_group(target, repl, &mut group, run).await?;
+                    commit_group(p, repl, &mut group, run, true).await?;
                 }
                 if !skipping && group.is_none() {
-                    target
-                        .batch_execute("BEGIN")
+                    p.simple("BEGIN".into(), "starting a target transaction".into())
                         .await
-                        .map_err(|e| classify(sql_error("starting a target transaction", e)))?;
+                        .map_err(classify)?;
                 }
                 open = Some(commit);
             }
@@ -428,7 +437,7 @@ async fn stream(
                 let msg = decoder.decode(data).map_err(|e| {
                     Interrupted::Fatal(StepError::failed(format!("decoding pgoutput: {e}")))
                 })?;
-                apply_message(msg, commit, skipping, target, copies, run)
+                apply_message(msg, commit, skipping, p, copies, run)
                     .await
                     .map_err(fatal)?;
             }
@@ -444,7 +453,8 @@ async fn stream(
                     run.applied = run.applied.max(end_lsn.0);
                     repl.update_applied_lsn(end_lsn);
                 } else {
-                    run.applier.flush(target).await.map_err(fatal)?;
+                    // What waits is sent with the group's commit: the group's source
+                    // transactions share one target transaction, so batches span them.
                     let count = group.map(|g| g.2).unwrap_or(0) + 1;
                     group = Some((end_lsn.0, commit_time_micros, count));
                     // Commit when enough are grouped, when the caller's stop point is
@@ -455,7 +465,7 @@ async fn stream(
                         peeked = repl.recv().now_or_never();
                     }
                     if count >= GROUP_MAX || reached || peeked.is_none() {
-                        commit_group(target, repl, &mut group, run).await?;
+                        commit_group(p, repl, &mut group, run, reached).await?;
                     }
                 }
                 if until.is_some_and(|u| run.applied >= u) && group.is_none() {
@@ -464,9 +474,12 @@ async fn stream(
             }
             ReplicationEvent::KeepAlive { wal_end, .. } => {
                 if group.is_some() {
-                    commit_group(target, repl, &mut group, run).await?;
+                    commit_group(p, repl, &mut group, run, true).await?;
+                } else if open.is_none() {
+                    p.drain().await.map_err(classify)?;
+                    acknowledge(p, repl, run);
                 }
-                if open.is_none() && wal_end.0 > run.applied {
+                if open.is_none() && p.is_idle() && wal_end.0 > run.applied {
                     // Everything sent before this point is applied and committed.
                     run.applied = wal_end.0;
                     repl.update_applied_lsn(wal_end);
@@ -494,58 +507,76 @@ async fn stream(
     }
 }
 
+/// Give up the open target transaction: what was sent is answered first, so that the
+/// ROLLBACK is the session's next statement.
+async fn rollback(p: &mut Pipeline) {
+    let _ = p.drain().await;
+    let _ = p.client().batch_execute("ROLLBACK").await;
+}
+
 /// Source transactions that share one target commit at most.
 const GROUP_MAX: u64 = 200;
 
 /// Commit the open target transaction holding the grouped source transactions, recording
-/// the last one's position in the origin; only then may the source forget them.
+/// the last one's position in the origin; only once the target confirms it may the source
+/// forget them. With `wait`, the confirmation is awaited; otherwise the next statements go
+/// out while the commit completes.
 async fn commit_group(
-    target: &Client,
+    p: &mut Pipeline,
     repl: &ReplicationClient,
     group: &mut Option<(u64, i64, u64)>,
     run: &mut Run,
+    wait: bool,
 ) -> Result<(), Interrupted> {
     let Some((end, commit_time, count)) = group.take() else {
         return Ok(());
     };
+    run.applier.flush(p).await.map_err(classify)?;
     let ts = commit_time as f64 / 1e6 + 946_684_800.0;
-    target
-        .execute(
-            "SELECT pg_replication_origin_xact_setup($1::text::pg_lsn, to_timestamp($2))",
-            &[&lsn_text(end), &ts],
-        )
-        .await
-        .map_err(|e| classify(sql_error("recording the source position", e)))?;
-    target
-        .batch_execute("COMMIT")
-        .await
-        .map_err(|e| classify(sql_error("committing on the target", e)))?;
+    // Both are our own numbers, so they go into the text as literals.
+    let sql = format!(
+        "SELECT pg_replication_origin_xact_setup('{}', to_timestamp({ts})); COMMIT",
+        lsn_text(end)
+    );
+    p.commit(sql, end).await.map_err(classify)?;
     run.transactions += count;
-    run.applied = run.applied.max(end);
-    repl.update_applied_lsn(Lsn(end));
+    if wait {
+        p.drain().await.map_err(classify)?;
+    }
+    acknowledge(p, repl, run);
     Ok(())
+}
+
+/// Tell the source how far the target has committed, from the answers already in.
+fn acknowledge(p: &mut Pipeline, repl: &ReplicationClient, run: &mut Run) {
+    p.collect_ready();
+    run.applier.counts.not_found += std::mem::take(&mut p.not_found);
+    if p.committed > run.applied {
+        run.applied = p.committed;
+        repl.update_applied_lsn(Lsn(p.committed));
+    }
 }
 
 async fn apply_message(
     msg: Message,
     commit: u64,
     skipping: bool,
-    target: &Client,
+    p: &mut Pipeline,
     copies: &HashMap<u32, (u64, u64)>,
     run: &mut Run,
 ) -> Result<(), StepError> {
     match msg {
         Message::Relation(r) => {
             // What is pending was built for the table as it was described before.
-            run.applier.flush(target).await?;
-            let t = tables::resolve(target, &r, copies).await?;
+            run.applier.flush(p).await?;
+            let t = tables::resolve(p.client(), &r, copies).await?;
             run.applier.set_table(r.oid, t);
         }
         _ if skipping => {}
-        Message::Insert(m) => run.applier.insert(target, m, commit).await?,
-        Message::Update(m) => run.applier.update(target, m, commit).await?,
-        Message::Delete(m) => run.applier.delete(target, m, commit).await?,
-        Message::Truncate(m) => run.applier.truncate(target, m, commit).await?,
+        Message::Insert(m) => run.applier.insert(p, m, commit).await?,
+        Message::Update(m) => run.applier.update(p, m, commit).await?,
+        Message::Delete(m) => run.applier.delete(p, m, commit).await?,
+        Message::Truncate(m) => run.applier.truncate(p, m, commit).await?,
         _ => {}
     }
     Ok(())

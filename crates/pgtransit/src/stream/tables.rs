@@ -26,6 +26,11 @@ pub struct Table {
     /// Up to this LSN, the copy may already hold a change (a split table resumed from a
     /// second snapshot): inserts go in with ON CONFLICT DO NOTHING.
     pub idempotent_until: Option<u64>,
+    /// No trigger or rule of the target table fires in the apply session (replica role):
+    /// its changes may be sent in batches that other tables' changes overtake, and several
+    /// updates of one row may be folded into the last. Triggers that do fire see the
+    /// changes one by one, in source order.
+    pub foldable: bool,
 }
 
 /// The table a Relation message describes, after checking that the target can take its
@@ -73,6 +78,16 @@ pub async fn resolve(
         }
     }
     let relid: u32 = rows[0].get(3);
+    let fires: bool = target
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal \
+             AND tgenabled IN ('A', 'R')) OR EXISTS (SELECT 1 FROM pg_rewrite WHERE ev_class = $1 \
+             AND rulename <> '_RETURN' AND ev_enabled IN ('A', 'R'))",
+            &[&relid],
+        )
+        .await
+        .map_err(|e| sql_error("reading a target table's triggers", e))?
+        .get(0);
     let (copied_until, idempotent_until) = match copies.get(&relid).copied() {
         Some((min, max)) => (Some(min), (max > min).then_some(max)),
         None => (None, None),
@@ -102,5 +117,6 @@ pub async fn resolve(
             .collect(),
         copied_until,
         idempotent_until,
+        foldable: !fires,
     })
 }
