@@ -140,7 +140,17 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The change apply is one stream through one session: on one thread, the hand-offs
+    // between the replication reader, the applier and the target connection cost no
+    // thread wake-ups. Everything else (parallel copies, index builds) gets every core.
+    let runtime = if matches!(cli.command, Command::Cdc(_)) {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Runtime::new()
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

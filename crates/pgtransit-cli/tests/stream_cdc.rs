@@ -185,3 +185,73 @@ fn triggers_that_fire_in_the_apply_see_every_change_in_order() {
         );
     }
 }
+
+/// Long runs of inserts go through COPY: values with the characters COPY treats specially,
+/// NULLs, arrays and JSON arrive intact, also when a change to another table that must go
+/// out at once ends the COPY in the middle of the run, and when the run is idempotent.
+#[test]
+fn long_insert_runs_arrive_intact_through_copy() {
+    let source = pgsandbox::Builder::new().start().unwrap();
+    let target = pgsandbox::Builder::new().start().unwrap();
+    for c in [&source, &target] {
+        c.create_database(DB).unwrap();
+    }
+    source
+        .psql(
+            DB,
+            "CREATE TABLE bulk (id int PRIMARY KEY, t text, a text[], j jsonb, b bytea); \
+             CREATE TABLE other (id int PRIMARY KEY, v int); INSERT INTO other VALUES (1, 0);",
+        )
+        .unwrap();
+    let p = Pair { source, target };
+    let dir = tempfile::tempdir().unwrap();
+    let task = dir.path().join("t.yml");
+    std::fs::write(
+        &task,
+        format!(
+            "name: bulk\nsource: {}\ntarget: {}\n",
+            p.source.url(DB),
+            p.target.url(DB)
+        ),
+    )
+    .unwrap();
+    let t = task.to_str().unwrap();
+    ok(&["init-struct", "-t", t]);
+    ok(&["init-data", "-t", t]);
+    ok(&["init-struct", "-t", t, "--section", "post-data"]);
+    let rows = |from: i32, to: i32| {
+        format!(
+            "INSERT INTO bulk SELECT g, CASE WHEN g % 7 = 0 THEN NULL ELSE \
+             E'tab\\there\\nnew line\\\\back\\rcr ' || g END, \
+             ARRAY['a\\b', NULL, E'c\\td', '\"q\"'], \
+             jsonb_build_object('k', E'v\\n\\\\', 'n', g), \
+             decode('00ff5c0a09', 'hex') FROM generate_series({from}, {to}) g;"
+        )
+    };
+    p.source
+        .psql(
+            DB,
+            &format!(
+                "BEGIN; {} UPDATE other SET id = 2; {} COMMIT; {}",
+                rows(1, 3000),
+                rows(3001, 6000),
+                rows(6001, 7000)
+            ),
+        )
+        .unwrap();
+    ok(&["cdc", "-t", t, "--until", "now"]);
+    for table in ["public.bulk", "public.other"] {
+        assert_eq!(
+            content_hash(&p.source, table),
+            content_hash(&p.target, table),
+            "content of {table}"
+        );
+    }
+    assert_eq!(
+        p.target
+            .psql(DB, "SELECT count(*), count(t) FROM bulk")
+            .unwrap()
+            .trim(),
+        "7000|6000"
+    );
+}

@@ -63,6 +63,8 @@ struct Waiting {
     rows: Vec<Vec<Value>>,
     /// Updates and deletes: the row index of each key.
     keys: HashMap<Key, usize>,
+    /// A long run of inserts: the rows go straight into an open COPY.
+    copying: bool,
 }
 
 impl Waiting {
@@ -132,7 +134,7 @@ impl Applier {
 
     async fn statement(
         &mut self,
-        p: &Pipeline,
+        p: &mut Pipeline,
         oid: u32,
         key: String,
         sql: impl FnOnce() -> String,
@@ -141,7 +143,7 @@ impl Applier {
             return Ok(s.clone());
         }
         let text = sql();
-        let s = p.client().prepare(&text).await.map_err(|e| {
+        let s = p.direct().await?.prepare(&text).await.map_err(|e| {
             sql_error(
                 &format!("preparing `{}`", text.lines().next().unwrap_or("")),
                 e,
@@ -373,6 +375,14 @@ impl Applier {
                     return Ok(());
                 }
             }
+            if same && w.copying {
+                if p.copying() == Some(oid) {
+                    self.counts.inserts += 1;
+                    return p.copy_row(&row).await;
+                }
+                // Another statement had to go out and ended the COPY.
+                w.copying = false;
+            }
             if same && seen.is_none() && w.has_room(width) {
                 if let Some(k) = key {
                     w.keys.insert(k, w.rows.len());
@@ -382,6 +392,9 @@ impl Applier {
                 return self.bound_memory(p).await;
             }
             let w = self.waiting.remove(i);
+            if same && kind == (Kind::Insert { idempotent: false }) {
+                return self.start_copy(p, w, row).await;
+            }
             self.send(p, w).await?;
         }
         let mut keys = HashMap::new();
@@ -394,6 +407,7 @@ impl Applier {
             foldable,
             rows: vec![row],
             keys,
+            copying: false,
         });
         self.waiting_rows += 1;
         self.bound_memory(p).await
@@ -406,9 +420,45 @@ impl Applier {
         Ok(())
     }
 
+    /// A run of inserts longer than one statement continues as a COPY: the rows waiting,
+    /// this one and every further insert into the table until another change ends it.
+    async fn start_copy(
+        &mut self,
+        p: &mut Pipeline,
+        w: Waiting,
+        row: Vec<Value>,
+    ) -> Result<(), StepError> {
+        let t = Arc::clone(self.table(w.oid)?);
+        let st = self
+            .statement(p, w.oid, "C".into(), || {
+                format!("COPY {} ({}) FROM STDIN", t.name, t.columns.join(", "))
+            })
+            .await?;
+        p.copy_begin(&st, w.oid, format!("copying into {}", t.name))
+            .await?;
+        self.waiting_rows -= w.rows.len();
+        self.counts.inserts += w.rows.len() as u64 + 1;
+        for r in w.rows.iter().chain(std::iter::once(&row)) {
+            p.copy_row(r).await?;
+        }
+        self.waiting.push(Waiting {
+            rows: Vec::new(),
+            keys: HashMap::new(),
+            copying: true,
+            ..w
+        });
+        Ok(())
+    }
+
     /// One table's waiting changes as one statement, each value cast to its column's type
     /// where it is joined against.
     async fn send(&mut self, p: &mut Pipeline, w: Waiting) -> Result<(), StepError> {
+        if w.copying {
+            if p.copying() == Some(w.oid) {
+                p.copy_end().await?;
+            }
+            return Ok(());
+        }
         let n = w.rows.len();
         self.waiting_rows -= n;
         if n == 0 {

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use pgoutput::{Decoder, Message};
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationEvent};
 use pipeline::Pipeline;
@@ -120,6 +121,7 @@ async fn target_session(spec: &conn::ConnSpec, origin: &str) -> Result<Client, S
     let fail = |what: &'static str| move |e| sql_error(what, e);
     c.batch_execute(
         "SET session_replication_role = replica; SET datestyle = 'ISO, MDY'; \
+         SET plan_cache_mode = force_generic_plan; \
          SET intervalstyle = postgres; SET extra_float_digits = 3",
     )
     .await
@@ -396,7 +398,8 @@ async fn stream(
             }
             return Ok(());
         }
-        let received = match peeked.take() {
+        // What is already there is taken without arming a timer.
+        let received = match peeked.take().or_else(|| repl.recv().now_or_never()) {
             Some(r) => r,
             None => match tokio::time::timeout(Duration::from_millis(500), repl.recv()).await {
                 Err(_) => continue,
@@ -461,7 +464,9 @@ async fn stream(
                     // reached, or when nothing else is waiting (never hold a commit back).
                     let reached = until.is_some_and(|u| end_lsn.0 >= u);
                     if count < GROUP_MAX && !reached {
-                        use futures_util::FutureExt;
+                        // Let the reader take in what the socket holds first (the apply
+                        // runs on one thread), then look without waiting.
+                        tokio::task::yield_now().await;
                         peeked = repl.recv().now_or_never();
                     }
                     if count >= GROUP_MAX || reached || peeked.is_none() {
@@ -511,7 +516,9 @@ async fn stream(
 /// ROLLBACK is the session's next statement.
 async fn rollback(p: &mut Pipeline) {
     let _ = p.drain().await;
-    let _ = p.client().batch_execute("ROLLBACK").await;
+    if let Ok(c) = p.direct().await {
+        let _ = c.batch_execute("ROLLBACK").await;
+    }
 }
 
 /// Source transactions that share one target commit at most.
@@ -569,7 +576,7 @@ async fn apply_message(
         Message::Relation(r) => {
             // What is pending was built for the table as it was described before.
             run.applier.flush(p).await?;
-            let t = tables::resolve(p.client(), &r, copies).await?;
+            let t = tables::resolve(p.direct().await?, &r, copies).await?;
             run.applier.set_table(r.oid, t);
         }
         _ if skipping => {}
