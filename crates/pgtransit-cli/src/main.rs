@@ -6,12 +6,15 @@
 //! * 3 — `check` found at least one error finding
 //! * 1 — any other failure (a query failed, a sandbox could not start)
 //! * 3 — also `diff` found a difference
-//! * 4 — a step refused to overwrite data or an object it does not own
+//! * 4 — a step refused to overwrite data or an object it does not own; a task name taken;
+//!   a task that already has a worker
+//! * 5 — `terminate` could not reach a server: the task stays `terminating`, with what is left
 
 mod check_cmd;
 mod demo;
 mod native_cmd;
 mod task_cmd;
+mod tasks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,7 +27,8 @@ use clap::{Parser, Subcommand};
     version,
     about = "Move a live PostgreSQL database to another cluster with logical replication",
     after_help = "Exit codes: 0 ok, 1 failure, 2 usage/task file/connection error, 3 check or diff found errors,\n\
-                  4 refused (would overwrite data or an object this task does not own).\n\
+                  4 refused (would overwrite data or an object this task does not own; name taken; worker running),\n\
+                  5 terminate left objects behind (server unreachable; the task stays terminating).\n\
                   Passwords: from ~/.pgpass or PGPASSWORD; never printed."
 )]
 struct Cli {
@@ -83,9 +87,26 @@ enum Command {
     DropPub(native_cmd::StepArgs),
     /// Two local sandbox clusters with a sample database full of typical problems, checked
     Demo(demo::DemoArgs),
+    /// Create a migration task (kbcli: create) and start its worker unless --no-start
+    Create(tasks::CreateArgs),
+    /// Start a task's worker in the background (resumes where it stopped)
+    Start(tasks::WorkerArgs),
+    /// Run a task's worker in the foreground (for systemd or a Kubernetes job)
+    Run(tasks::WorkerArgs),
+    /// The tasks: name, engine, source -> target, status, step, lag, age
+    List(tasks::ListArgs),
+    /// One task: steps, live metrics, copy progress, warnings, what to do next
+    Describe(tasks::NameArgs),
+    /// A task's log, of one step or all (--follow to keep reading)
+    Logs(tasks::LogsArgs),
+    /// Supported source -> target versions and engines
+    Templates(tasks::ListArgs),
+    /// Stop a task's worker and drop its slot, publication, subscription and origin
+    Terminate(tasks::TerminateArgs),
 }
 
 /// An error for the user, with the exit code it maps to.
+#[derive(Debug)]
 pub struct Failure {
     pub code: u8,
     pub message: String,
@@ -175,6 +196,14 @@ fn main() -> ExitCode {
             Command::CopySeq(a) => native_cmd::copy_seq(a).await,
             Command::DropSub(a) => native_cmd::drop_sub(a).await,
             Command::DropPub(a) => native_cmd::drop_pub(a).await,
+            Command::Create(a) => tasks::create(a).await,
+            Command::Start(a) => tasks::start(a).await,
+            Command::Run(a) => tasks::run(a).await,
+            Command::List(a) => tasks::list(a),
+            Command::Describe(a) => tasks::describe(a).await,
+            Command::Logs(a) => tasks::logs(a).await,
+            Command::Templates(a) => tasks::templates(a),
+            Command::Terminate(a) => tasks::terminate(a).await,
         }
     });
     match result {

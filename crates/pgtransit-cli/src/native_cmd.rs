@@ -502,7 +502,16 @@ fn pgwire_replication_lsn(s: &str) -> Option<u64> {
 
 /// JSON lines on stdout with --json (one event each), readable lines otherwise.
 fn event_printer(json: bool) -> pgtransit::snapshot::Events {
+    // The stream's metrics come every 2 s; a line of them every 10 s is enough to read.
+    let last = std::sync::Mutex::new(None::<Instant>);
     std::sync::Arc::new(move |e: pgtransit::snapshot::CopyEvent| {
+        if matches!(e, pgtransit::snapshot::CopyEvent::Cdc(_)) && !json {
+            let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
         if json {
             println!("{}", serde_json::to_string(&e).unwrap_or_default())
         } else {

@@ -7,6 +7,8 @@ pub mod generate;
 pub mod native;
 pub mod quote;
 pub mod snapshot;
+pub mod state;
 pub mod stream;
 pub mod task;
+pub mod terminate;
 pub mod tools;

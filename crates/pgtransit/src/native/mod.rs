@@ -16,7 +16,7 @@ pub mod sql;
 mod steps;
 
 pub use diff::{diff, plan_diff, DiffReport, DiffRow};
-pub use exec::{sql_error, Session, StepError, StepErrorKind};
+pub use exec::{first_line, sql_error, Session, StepError, StepErrorKind};
 pub use plan::{Action, Plan};
 pub use progress::{plan_progress, progress, Progress, TableProgress};
 pub use schema::{copy_schema, plan_copy_schema, SchemaOptions, Section};

@@ -26,6 +26,8 @@ pub enum CopyEvent {
         binary: bool,
         frozen: bool,
     },
+    /// The change stream's state, every few seconds.
+    Cdc(crate::stream::CdcMetrics),
     /// Totals, every few seconds.
     Progress {
         units_done: usize,
@@ -45,6 +47,16 @@ impl fmt::Display for CopyEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CopyEvent::Message { text } => f.write_str(text),
+            CopyEvent::Cdc(m) => write!(
+                f,
+                "  applied up to {} (source at {}): lag {} ({:.1} s), {:.0} transactions/s, {:.0} rows/s",
+                m.applied_lsn,
+                m.source_lsn,
+                pretty_bytes(m.lag_bytes as i64),
+                m.lag_seconds,
+                m.transactions_per_second,
+                m.rows_per_second
+            ),
             CopyEvent::UnitDone {
                 relation,
                 chunk,

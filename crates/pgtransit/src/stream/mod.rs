@@ -53,6 +53,32 @@ pub struct CdcOptions {
     pub stop: Arc<AtomicBool>,
 }
 
+/// Where the change stream stands, published every few seconds while it runs.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CdcMetrics {
+    /// The position of the last change received from the slot.
+    pub received_lsn: String,
+    /// Committed on the target (and acknowledged to the source).
+    pub applied_lsn: String,
+    /// The source's WAL end, as its walsender last reported it.
+    pub source_lsn: String,
+    pub lag_bytes: u64,
+    /// How long ago the oldest change not yet applied was committed on the source (0 when
+    /// caught up).
+    pub lag_seconds: f64,
+    /// Source commit time of the last applied transaction (Unix seconds).
+    pub last_commit_time: Option<f64>,
+    pub transactions: u64,
+    pub rows: u64,
+    pub transactions_per_second: f64,
+    pub rows_per_second: f64,
+}
+
+/// Unix seconds from PostgreSQL's microseconds since 2000-01-01.
+fn pg_time(micros: i64) -> f64 {
+    micros as f64 / 1e6 + 946_684_800.0
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct CdcReport {
     pub start_lsn: String,
@@ -343,6 +369,52 @@ struct Run {
     applied: u64,
     transactions: u64,
     applier: apply::Applier,
+    received: u64,
+    source_end: u64,
+    /// Source commit time of the last applied transaction (Unix seconds).
+    last_commit: Option<f64>,
+    /// Commit time of the first transaction received but not yet applied.
+    oldest_pending: Option<f64>,
+    /// Transactions and rows at the last metrics event, and when.
+    last_sample: Option<(Instant, u64, u64)>,
+}
+
+impl Run {
+    fn rows(&self) -> u64 {
+        let c = &self.applier.counts;
+        c.inserts + c.updates + c.deletes
+    }
+
+    fn metrics(&mut self) -> CdcMetrics {
+        let now = Instant::now();
+        let (rows, txns) = (self.rows(), self.transactions);
+        let (tps, rps) = match self.last_sample {
+            Some((at, t0, r0)) => {
+                let dt = now.duration_since(at).as_secs_f64().max(0.001);
+                ((txns - t0) as f64 / dt, (rows - r0) as f64 / dt)
+            }
+            None => (0.0, 0.0),
+        };
+        self.last_sample = Some((now, txns, rows));
+        let source = self.source_end.max(self.received).max(self.applied);
+        let lag_bytes = source.saturating_sub(self.applied);
+        let lag_seconds = match self.oldest_pending {
+            Some(t) if lag_bytes > 0 => (crate::state::now() - t).max(0.0),
+            _ => 0.0,
+        };
+        CdcMetrics {
+            received_lsn: lsn_text(self.received),
+            applied_lsn: lsn_text(self.applied),
+            source_lsn: lsn_text(source),
+            lag_bytes,
+            lag_seconds,
+            last_commit_time: self.last_commit,
+            transactions: txns,
+            rows,
+            transactions_per_second: tps,
+            rows_per_second: rps,
+        }
+    }
 }
 
 enum Interrupted {
@@ -389,6 +461,11 @@ async fn stream(
     let fatal = classify;
     loop {
         acknowledge(p, repl, run);
+        // Published also while the stream is idle, so that what `describe` shows is fresh.
+        if last_report.elapsed() > METRICS_EVERY {
+            last_report = Instant::now();
+            events(CopyEvent::Cdc(run.metrics()));
+        }
         if o.stop.load(Ordering::SeqCst) {
             if (open.is_some() && !skipping) || group.is_some() {
                 rollback(p).await;
@@ -417,8 +494,14 @@ async fn stream(
             Ok(Some(ev)) => ev,
         };
         match event {
-            ReplicationEvent::Begin { final_lsn, .. } => {
+            ReplicationEvent::Begin {
+                final_lsn,
+                commit_time_micros,
+                ..
+            } => {
                 let commit = final_lsn.0;
+                run.oldest_pending
+                    .get_or_insert(pg_time(commit_time_micros));
                 skipping = commit < run.applied;
                 if skipping && group.is_some() {
                     commit_group(p, repl, &mut group, run, true).await?;
@@ -430,7 +513,14 @@ async fn stream(
                 }
                 open = Some(commit);
             }
-            ReplicationEvent::XLogData { data, .. } => {
+            ReplicationEvent::XLogData {
+                data,
+                wal_start,
+                wal_end,
+                ..
+            } => {
+                run.received = run.received.max(wal_start.0);
+                run.source_end = run.source_end.max(wal_end.0);
                 let Some(commit) = open else {
                     // Relation messages can arrive outside a transaction only with
                     // streaming, which protocol 1 does not use; decode to keep state.
@@ -478,6 +568,7 @@ async fn stream(
                 }
             }
             ReplicationEvent::KeepAlive { wal_end, .. } => {
+                run.source_end = run.source_end.max(wal_end.0);
                 if group.is_some() {
                     commit_group(p, repl, &mut group, run, true).await?;
                 } else if open.is_none() {
@@ -495,20 +586,6 @@ async fn stream(
             }
             _ => {}
         }
-        if last_report.elapsed() > Duration::from_secs(5) {
-            last_report = Instant::now();
-            let c = run.applier.counts;
-            events(CopyEvent::Message {
-                text: format!(
-                    "  ... applied up to {}: {} transactions, {} inserts, {} updates, {} deletes",
-                    lsn_text(run.applied),
-                    run.transactions,
-                    c.inserts,
-                    c.updates,
-                    c.deletes
-                ),
-            });
-        }
     }
 }
 
@@ -520,6 +597,9 @@ async fn rollback(p: &mut Pipeline) {
         let _ = c.batch_execute("ROLLBACK").await;
     }
 }
+
+/// How often the stream's metrics are published.
+const METRICS_EVERY: Duration = Duration::from_secs(2);
 
 /// Source transactions that share one target commit at most.
 const GROUP_MAX: u64 = 200;
@@ -539,7 +619,7 @@ async fn commit_group(
         return Ok(());
     };
     run.applier.flush(p).await.map_err(classify)?;
-    let ts = commit_time as f64 / 1e6 + 946_684_800.0;
+    let ts = pg_time(commit_time);
     // Both are our own numbers, so they go into the text as literals.
     let sql = format!(
         "SELECT pg_replication_origin_xact_setup('{}', to_timestamp({ts})); COMMIT",
@@ -547,6 +627,9 @@ async fn commit_group(
     );
     p.commit(sql, end).await.map_err(classify)?;
     run.transactions += count;
+    run.last_commit = Some(pg_time(commit_time));
+    // Everything received so far is in this commit.
+    run.oldest_pending = None;
     if wait {
         p.drain().await.map_err(classify)?;
     }

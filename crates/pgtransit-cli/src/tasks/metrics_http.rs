@@ -1,0 +1,104 @@
+//! The worker's metrics endpoint (`--metrics-addr HOST:PORT`): Prometheus text on
+//! `/metrics` (lag, rows, copy progress, step states) and the task's status as JSON on
+//! `/status`. Values are set as the worker publishes them, every two seconds at most.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::{routing::get, Json, Router};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use pgtransit::snapshot::CopyEvent;
+use pgtransit::stream::CdcMetrics;
+use serde::Serialize;
+
+use crate::Failure;
+
+#[derive(Clone, Serialize)]
+pub struct Status {
+    pub task: String,
+    pub engine: String,
+    pub pid: u32,
+    pub steps: BTreeMap<String, String>,
+    pub cdc: Option<serde_json::Value>,
+    pub copy: Option<serde_json::Value>,
+}
+
+impl Status {
+    pub fn new(task: &str, engine: &str) -> Status {
+        Status {
+            task: task.into(),
+            engine: engine.into(),
+            pid: std::process::id(),
+            steps: BTreeMap::new(),
+            cdc: None,
+            copy: None,
+        }
+    }
+}
+
+/// Bind `addr` and serve; the address actually bound (port 0 picks a free one).
+pub async fn serve(addr: &str, status: Arc<Mutex<Status>>) -> Result<String, Failure> {
+    let handle: PrometheusHandle = PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| Failure::other(format!("cannot set up the metrics recorder: {e}")))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        Failure::usage(format!(
+            "--metrics-addr {addr}: cannot listen there ({e}); give a free HOST:PORT"
+        ))
+    })?;
+    let bound = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| addr.to_string());
+    let app = Router::new()
+        .route("/metrics", get(move || std::future::ready(handle.render())))
+        .route(
+            "/status",
+            get(move || {
+                let s = status.lock().map(|s| s.clone()).ok();
+                std::future::ready(Json(s))
+            }),
+        );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(bound)
+}
+
+pub fn record_cdc(m: &CdcMetrics) {
+    metrics::gauge!("pgtransit_lag_bytes").set(m.lag_bytes as f64);
+    metrics::gauge!("pgtransit_lag_seconds").set(m.lag_seconds);
+    metrics::gauge!("pgtransit_applied_rows").set(m.rows as f64);
+    metrics::gauge!("pgtransit_applied_transactions").set(m.transactions as f64);
+    metrics::gauge!("pgtransit_rows_per_second").set(m.rows_per_second);
+    metrics::gauge!("pgtransit_transactions_per_second").set(m.transactions_per_second);
+    if let Some(t) = m.last_commit_time {
+        metrics::gauge!("pgtransit_last_source_commit_timestamp_seconds").set(t);
+    }
+}
+
+pub fn record_copy(e: &CopyEvent) {
+    if let CopyEvent::Progress {
+        units_done,
+        units_total,
+        rows,
+        bytes,
+        percent,
+        ..
+    } = e
+    {
+        metrics::gauge!("pgtransit_copy_units_done").set(*units_done as f64);
+        metrics::gauge!("pgtransit_copy_units_total").set(*units_total as f64);
+        metrics::gauge!("pgtransit_copy_rows").set(*rows as f64);
+        metrics::gauge!("pgtransit_copy_bytes").set(*bytes as f64);
+        metrics::gauge!("pgtransit_copy_percent").set(*percent);
+    }
+}
+
+/// One gauge per step and state, 1 for the step's current state.
+pub fn record_step(step: &str, state: &str) {
+    for s in ["pending", "running", "complete", "failed", "skipped"] {
+        metrics::gauge!("pgtransit_step", "step" => step.to_string(), "state" => s)
+            .set(if s == state { 1.0 } else { 0.0 });
+    }
+}

@@ -1,0 +1,171 @@
+//! Migration tasks, the kbcli way on one machine: `create`, `start` / `run`, `list`,
+//! `describe`, `logs`, `templates`, `terminate`. Tasks live in the task store under
+//! `$PGTRANSIT_HOME`; a worker process runs each one.
+
+mod create;
+mod metrics_http;
+mod show;
+mod terminate;
+mod worker;
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use crate::Failure;
+
+pub use create::create;
+pub use show::{describe, list, logs, templates};
+pub use terminate::terminate;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum EngineArg {
+    Stream,
+    Native,
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    /// The task's name (letters, digits, `-` and `_`)
+    pub name: String,
+    /// Take source, target, objects and options from a task file (native or Pigsty)
+    #[arg(short = 't', long = "task", value_name = "FILE")]
+    pub task_file: Option<PathBuf>,
+    /// Source database (libpq URL or key=value string)
+    #[arg(long, value_name = "URL")]
+    pub source: Option<String>,
+    /// Target database (libpq URL or key=value string); kbcli's --sink is accepted
+    #[arg(long, value_name = "URL", alias = "sink")]
+    pub target: Option<String>,
+    /// Schemas or tables to move, e.g. '"public.t1","s2"' or public.t1,s2 (everything else is
+    /// left out); kbcli's --migration-object is accepted
+    #[arg(long, value_name = "LIST", alias = "migration-object")]
+    pub objects: Option<String>,
+    /// Steps to run, e.g. precheck=true,init-struct=false,init-data=true,cdc=true
+    #[arg(long, value_name = "LIST")]
+    pub steps: Option<String>,
+    #[arg(long, value_enum)]
+    pub engine: Option<EngineArg>,
+    /// Record the task without starting its worker
+    #[arg(long)]
+    pub no_start: bool,
+    /// The worker serves Prometheus metrics and a JSON status here (HOST:PORT)
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct WorkerArgs {
+    pub name: String,
+    /// Serve Prometheus metrics on /metrics and the status as JSON on /status (HOST:PORT)
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct NameArgs {
+    pub name: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum StepArg {
+    Precheck,
+    InitStruct,
+    InitData,
+    Cdc,
+}
+
+impl StepArg {
+    fn name(self) -> &'static str {
+        match self {
+            StepArg::Precheck => "precheck",
+            StepArg::InitStruct => "init-struct",
+            StepArg::InitData => "init-data",
+            StepArg::Cdc => "cdc",
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    pub name: String,
+    #[arg(long, value_enum)]
+    pub step: Option<StepArg>,
+    /// Keep printing new lines as the worker writes them
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct TerminateArgs {
+    pub name: String,
+    /// Forget the task even if something could not be dropped (the SQL is printed)
+    #[arg(long)]
+    pub force: bool,
+    /// Seconds to wait for the worker to stop after SIGTERM before SIGKILL
+    #[arg(long, default_value_t = 30)]
+    pub wait: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `pgtransit run NAME`: the worker in the foreground.
+pub async fn run(a: WorkerArgs) -> Result<u8, Failure> {
+    worker::run(&a.name, a.metrics_addr).await
+}
+
+/// `pgtransit start NAME`: the worker detached.
+pub async fn start(a: WorkerArgs) -> Result<u8, Failure> {
+    create::start_worker(&a.name, a.metrics_addr.as_deref(), a.json).await
+}
+
+fn store() -> Result<pgtransit::state::Store, Failure> {
+    pgtransit::state::Store::open().map_err(|e| Failure::other(e.0))
+}
+
+/// Whether a process with this id is alive. A killed worker whose parent is gone can
+/// linger as a zombie until reaped; that is not alive.
+fn alive(pid: Option<u32>) -> bool {
+    let Some(p) = pid.filter(|p| *p > 0) else {
+        return false;
+    };
+    match std::fs::read_to_string(format!("/proc/{p}/stat")) {
+        // The state follows the command name in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => unsafe { libc::kill(p as i32, 0) == 0 },
+    }
+}
+
+/// The task's status as the user should see it: a worker that died is not running.
+fn effective_status(t: &pgtransit::state::TaskRecord) -> String {
+    if t.status == "running" && !alive(t.pid) {
+        "stopped (worker gone)".into()
+    } else {
+        t.status.clone()
+    }
+}
+
+fn json_out(v: &impl serde::Serialize) -> Result<(), Failure> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).map_err(|e| Failure::other(e.to_string()))?
+    );
+    Ok(())
+}

@@ -1,0 +1,442 @@
+//! `pgtransit list`, `describe`, `logs` and `templates`.
+
+use std::time::Duration;
+
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use pgtransit::catalog::pretty_bytes;
+use pgtransit::state::{self, StepRecord, Store, TaskRecord};
+use pgtransit::task::Task;
+
+use super::{alive, effective_status, json_out, store, ListArgs, LogsArgs, NameArgs};
+use crate::Failure;
+
+/// Warn when the slot holds back more WAL than this.
+const RETAINED_WAL_WARN: i64 = 1024 * 1024 * 1024;
+
+/// `2026-11-22 04:12:39 UTC`, from Unix seconds.
+fn utc(t: f64) -> String {
+    let secs = t as i64;
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rest / 3600,
+        (rest / 60) % 60,
+        rest % 60
+    )
+}
+
+fn age(since: f64) -> String {
+    let s = (state::now() - since).max(0.0) as u64;
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+/// The step to show: the running or failed one, else the last complete one.
+fn current_step(steps: &[StepRecord]) -> String {
+    steps
+        .iter()
+        .find(|s| s.status == "running" || s.status == "failed")
+        .or_else(|| steps.iter().rev().find(|s| s.status == "complete"))
+        .map(|s| format!("{} ({})", s.step, s.status))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn lag_text(m: Option<&serde_json::Value>) -> String {
+    match m.and_then(|m| m.get("lag_bytes").and_then(|v| v.as_i64())) {
+        Some(b) => format!(
+            "{} / {:.1}s",
+            pretty_bytes(b),
+            m.and_then(|m| m.get("lag_seconds"))
+                .and_then(|v| v.as_f64())
+                .unwrap_or(0.0)
+        ),
+        None => "-".into(),
+    }
+}
+
+pub fn list(a: ListArgs) -> Result<u8, Failure> {
+    let store = store()?;
+    let tasks = store.tasks().map_err(|e| Failure::other(e.0))?;
+    let mut rows = Vec::new();
+    for t in &tasks {
+        let steps = store.steps(&t.name).map_err(|e| Failure::other(e.0))?;
+        let m = store
+            .metrics(&t.name)
+            .map_err(|e| Failure::other(e.0))?
+            .map(|x| x.1);
+        rows.push((t, current_step(&steps), lag_text(m.as_ref()), m));
+    }
+    if a.json {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(t, step, _, m)| {
+                serde_json::json!({
+                    "name": t.name, "engine": t.engine, "source": t.source, "target": t.target,
+                    "status": effective_status(t), "step": step,
+                    "lag_bytes": m.as_ref().and_then(|m| m.get("lag_bytes")).cloned(),
+                    "lag_seconds": m.as_ref().and_then(|m| m.get("lag_seconds")).cloned(),
+                    "created_at": t.created_at,
+                })
+            })
+            .collect();
+        json_out(&v)?;
+        return Ok(0);
+    }
+    if tasks.is_empty() {
+        println!(
+            "no tasks in {} (create one with `pgtransit create NAME --source URL --target URL`)",
+            store.home().display()
+        );
+        return Ok(0);
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header([
+        "NAME",
+        "ENGINE",
+        "SOURCE -> TARGET",
+        "STATUS",
+        "STEP",
+        "LAG",
+        "AGE",
+    ]);
+    for (t, step, lag, _) in &rows {
+        table.add_row([
+            t.name.clone(),
+            t.engine.clone(),
+            format!("{} -> {}", t.source, t.target),
+            effective_status(t),
+            step.clone(),
+            lag.clone(),
+            age(t.created_at),
+        ]);
+    }
+    println!("{table}");
+    Ok(0)
+}
+
+/// What the servers say right now, each query bounded so describe never hangs.
+#[derive(Default, serde::Serialize)]
+struct Live {
+    tables: Vec<serde_json::Value>,
+    retained_wal_bytes: Option<i64>,
+    max_slot_wal_keep_size: Option<String>,
+    unreachable: Vec<String>,
+}
+
+async fn live(task: &Task) -> Live {
+    let mut l = Live::default();
+    let bound = Duration::from_secs(5);
+    match tokio::time::timeout(bound, pgtransit::conn::connect(&task.source)).await {
+        Ok(Ok(c)) => {
+            if let Ok(Ok(Some(r))) = tokio::time::timeout(
+                bound,
+                c.query_opt(
+                    "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, \
+                     current_setting('max_slot_wal_keep_size') FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&task.slot],
+                ),
+            )
+            .await
+            {
+                l.retained_wal_bytes = r.get(0);
+                l.max_slot_wal_keep_size = r.get(1);
+            }
+        }
+        Ok(Err(e)) => l.unreachable.push(format!("source: {}", pgtransit::native::first_line(&e.to_string()))),
+        Err(_) => l.unreachable.push("source: no answer in 5 s".into()),
+    }
+    if let Some(t) = &task.target {
+        match tokio::time::timeout(bound, pgtransit::conn::connect(t)).await {
+            Ok(Ok(c)) => {
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&task.name];
+                let q = c.query(
+                    "SELECT target_name, count(*)::int, count(*) FILTER (WHERE done)::int, \
+                     coalesce(sum(rows_copied) FILTER (WHERE done), 0)::bigint \
+                     FROM pgtransit.copy_progress WHERE task = $1 GROUP BY 1 ORDER BY 1",
+                    &params,
+                );
+                if let Ok(Ok(rows)) = tokio::time::timeout(bound, q).await {
+                    for r in rows {
+                        let (name, units, done, n): (String, i32, i32, i64) =
+                            (r.get(0), r.get(1), r.get(2), r.get(3));
+                        l.tables.push(serde_json::json!({"table": name, "units": units, "done": done, "rows": n}));
+                    }
+                }
+            }
+            Ok(Err(e)) => l.unreachable.push(format!(
+                "target: {}",
+                pgtransit::native::first_line(&e.to_string())
+            )),
+            Err(_) => l.unreachable.push("target: no answer in 5 s".into()),
+        }
+    }
+    l
+}
+
+/// What the user should do next, from the task's state.
+fn next_action(t: &TaskRecord, steps: &[StepRecord]) -> String {
+    let name = &t.name;
+    let status = effective_status(t);
+    if status == "terminating" {
+        return format!("the source or target was unreachable during terminate: bring it back, then `pgtransit terminate {name}` (or `--force` to forget the task)");
+    }
+    if let Some(f) = steps.iter().find(|s| s.status == "failed") {
+        return format!(
+            "step {} failed: fix the cause above, then `pgtransit start {name}` continues from it",
+            f.step
+        );
+    }
+    if status.starts_with("stopped") || status == "created" {
+        return format!("`pgtransit start {name}` runs the remaining steps");
+    }
+    if steps
+        .iter()
+        .any(|s| s.step == "cdc" && s.status == "running")
+    {
+        return format!("streaming: when the lag is small, switch over (issue 7), or `pgtransit terminate {name}` to stop and clean up");
+    }
+    format!("the worker is running; follow it with `pgtransit logs {name} --follow`")
+}
+
+pub async fn describe(a: NameArgs) -> Result<u8, Failure> {
+    let (t, steps, metrics) = {
+        let store: Store = store()?;
+        let t = store.existing(&a.name).map_err(|e| Failure::usage(e.0))?;
+        let steps = store.steps(&a.name).map_err(|e| Failure::other(e.0))?;
+        let metrics = store.metrics(&a.name).map_err(|e| Failure::other(e.0))?;
+        let left = store.leftovers(&a.name).map_err(|e| Failure::other(e.0))?;
+        (t, steps, (metrics, left))
+    };
+    let (metrics, left) = metrics;
+    let task = Task::parse(&t.spec, &t.name)?;
+    let live = live(&task).await;
+    let mut warnings = Vec::new();
+    if let Some(r) = live.retained_wal_bytes {
+        if r > RETAINED_WAL_WARN {
+            warnings.push(format!(
+                "slot {} retains {} of WAL on the source (max_slot_wal_keep_size = {}): if the task is \
+                 abandoned, terminate it; otherwise consider ALTER SYSTEM SET max_slot_wal_keep_size = '50GB' \
+                 so a stuck slot cannot fill the disk",
+                task.slot,
+                pretty_bytes(r),
+                live.max_slot_wal_keep_size.as_deref().unwrap_or("?")
+            ));
+        }
+    }
+    if steps
+        .iter()
+        .any(|s| s.step == "cdc" && s.status == "failed")
+    {
+        warnings.push("apply stopped: the cdc step failed (the slot keeps every change)".into());
+    }
+    if t.status == "running" && !alive(t.pid) {
+        warnings.push(format!(
+            "the worker (pid {}) is gone: `pgtransit start {}` resumes",
+            t.pid.unwrap_or(0),
+            t.name
+        ));
+    }
+    for u in &live.unreachable {
+        warnings.push(format!("cannot reach the {u}"));
+    }
+    let next = next_action(&t, &steps);
+    if a.json {
+        json_out(&serde_json::json!({
+            "name": t.name, "engine": t.engine, "status": effective_status(&t), "reason": t.reason,
+            "source": t.source, "target": t.target, "created_at": t.created_at, "worker_pid": t.pid,
+            "metrics_addr": t.metrics_addr, "steps": steps,
+            "metrics": metrics.as_ref().map(|(at, m)| serde_json::json!({"at": at, "age_seconds": state::now() - at, "values": m})),
+            "tables": live.tables, "retained_wal_bytes": live.retained_wal_bytes,
+            "leftovers": left, "warnings": warnings, "next": next,
+        }))?;
+        return Ok(0);
+    }
+    println!("Name:     {}", t.name);
+    println!("Engine:   {}", t.engine);
+    println!(
+        "Status:   {}{}",
+        effective_status(&t),
+        t.reason
+            .as_ref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
+    );
+    println!("Source:   {}", t.source);
+    println!("Target:   {}", t.target);
+    println!(
+        "Created:  {} ago{}",
+        age(t.created_at),
+        t.pid
+            .filter(|_| alive(t.pid))
+            .map(|p| format!("; worker pid {p}"))
+            .unwrap_or_default()
+    );
+    if let Some(addr) = &t.metrics_addr {
+        println!("Metrics:  http://{addr}/metrics");
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(["STEP", "STATUS", "STARTED", "FINISHED", "REASON"]);
+    for s in &steps {
+        table.add_row([
+            s.step.clone(),
+            s.status.clone(),
+            s.started_at
+                .map(|x| format!("{} ago", age(x)))
+                .unwrap_or_else(|| "-".into()),
+            s.finished_at
+                .map(|x| format!("{} ago", age(x)))
+                .unwrap_or_else(|| "-".into()),
+            s.reason.clone().unwrap_or_default(),
+        ]);
+    }
+    println!("\nSteps:\n{table}");
+    if let Some((at, m)) = &metrics {
+        println!("\nMetrics ({:.0} s old):", (state::now() - at).max(0.0));
+        let get = |k: &str| {
+            m.get(k)
+                .filter(|v| !v.is_null())
+                .map(|v| match (k, v.as_f64()) {
+                    ("last_commit_time", Some(t)) => {
+                        format!("{} ({} ago)", utc(t), age(t))
+                    }
+                    ("lag_bytes", Some(b)) => pretty_bytes(b as i64),
+                    (_, Some(x)) if v.is_f64() => format!("{x:.1}"),
+                    _ => v.to_string().trim_matches('"').to_string(),
+                })
+        };
+        for (label, key) in [
+            ("source LSN", "source_lsn"),
+            ("received LSN", "received_lsn"),
+            ("applied LSN", "applied_lsn"),
+            ("lag bytes", "lag_bytes"),
+            ("lag seconds", "lag_seconds"),
+            ("last source commit", "last_commit_time"),
+            ("transactions/s", "transactions_per_second"),
+            ("rows/s", "rows_per_second"),
+            ("copy percent", "percent"),
+        ] {
+            if let Some(v) = get(key) {
+                println!("  {label:<20} {v}");
+            }
+        }
+    }
+    if !live.tables.is_empty() {
+        let mut table = Table::new();
+        table.load_preset(UTF8_FULL_CONDENSED);
+        table.set_header(["TABLE", "UNITS DONE", "ROWS COPIED"]);
+        for r in &live.tables {
+            table.add_row([
+                r["table"].as_str().unwrap_or("").to_string(),
+                format!("{}/{}", r["done"], r["units"]),
+                r["rows"].to_string(),
+            ]);
+        }
+        println!("\nCopy progress:\n{table}");
+    }
+    if !left.is_empty() {
+        println!("\nLeft behind by terminate:");
+        for l in &left {
+            println!("  [{}] {}\n    {}", l.side, l.what, l.sql);
+        }
+    }
+    if !warnings.is_empty() {
+        println!("\nWarnings:");
+        for w in &warnings {
+            println!("  ! {w}");
+        }
+    }
+    println!("\nNext: {next}");
+    Ok(0)
+}
+
+pub async fn logs(a: LogsArgs) -> Result<u8, Failure> {
+    let store = store()?;
+    store.existing(&a.name).map_err(|e| Failure::usage(e.0))?;
+    let step = a.step.map(|s| s.name());
+    let mut after = 0;
+    loop {
+        for l in store
+            .logs(&a.name, step, after)
+            .map_err(|e| Failure::other(e.0))?
+        {
+            after = l.id;
+            if a.json {
+                println!("{}", serde_json::to_string(&l).unwrap_or_default());
+            } else {
+                println!("[{}] {}", l.step, l.line);
+            }
+        }
+        if !a.follow {
+            return Ok(0);
+        }
+        let running = store
+            .task(&a.name)
+            .map_err(|e| Failure::other(e.0))?
+            .is_some_and(|t| t.status == "running" && alive(t.pid));
+        if !running {
+            // One last look, then stop following a worker that has ended.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            for l in store
+                .logs(&a.name, step, after)
+                .map_err(|e| Failure::other(e.0))?
+            {
+                println!("[{}] {}", l.step, l.line);
+            }
+            return Ok(0);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+pub fn templates(a: ListArgs) -> Result<u8, Failure> {
+    // What each engine needs of the servers (see DESIGN.md and the README).
+    let rows = [
+        ("stream", "10 - 18", "10 - 18", "pgtransit holds the slot: parallel snapshot copy, own apply; the target need not reach the source"),
+        ("native", "10 - 18", "10 - 18", "PUBLICATION/SUBSCRIPTION; binary and streaming from 14, disable_on_error from 15; the target must reach the source"),
+    ];
+    if a.json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(e, s, t, n)| serde_json::json!({"engine": e, "source_versions": s, "target_versions": t, "notes": n, "tested": "15 -> 15"}))
+            .collect();
+        json_out(&v)?;
+        return Ok(0);
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(["ENGINE", "SOURCE", "TARGET", "NOTES"]);
+    for (e, s, t, n) in rows {
+        table.add_row([e, s, t, n]);
+    }
+    println!("{table}");
+    println!(
+        "Any source version to the same or a newer target. Tested in CI: PostgreSQL 15 -> 15."
+    );
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates() {
+        assert_eq!(super::utc(0.0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(super::utc(1_795_320_773.5), "2026-11-22 04:12:53 UTC");
+        assert_eq!(super::utc(951_782_400.0), "2000-02-29 00:00:00 UTC");
+    }
+}

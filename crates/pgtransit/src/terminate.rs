@@ -1,0 +1,233 @@
+//! Cleanup of everything a task created on the servers, for `pgtransit terminate`: the
+//! slot, the publication, the subscription, the replication origin and the copy's
+//! bookkeeping. Each drop is idempotent and reported; what cannot be reached is returned
+//! with the exact SQL that drops it, so a later run (or the user) can finish.
+
+use crate::check::Side;
+use crate::native::{self, Session, StepError};
+use crate::quote;
+use crate::state::Leftover;
+use crate::task::Engine;
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Cleanup {
+    /// What was dropped, one line each.
+    pub dropped: Vec<String>,
+    /// What was already gone.
+    pub absent: Vec<String>,
+    /// What could not be dropped now.
+    pub left: Vec<Leftover>,
+}
+
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Drop the task's objects on both sides; never fails because a server is down.
+pub async fn cleanup(s: &mut Session<'_>) -> Result<Cleanup, StepError> {
+    let task = s.task;
+    let mut c = Cleanup::default();
+    let slot_sql = format!(
+        "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = {0} AND active_pid IS NOT NULL;\n\
+         SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = {0};",
+        literal(&task.slot)
+    );
+    let pub_sql = format!(
+        "DROP PUBLICATION IF EXISTS {};",
+        quote::ident(&task.publication)
+    );
+    let origin = crate::stream::origin_name(task);
+    let origin_sql = format!(
+        "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = {};",
+        literal(&origin)
+    );
+
+    // Target first: a subscription must let go of the slot before the slot can go.
+    match s.client(Side::Target).await {
+        Ok(_) => {
+            if task.engine == Engine::Native {
+                let out = native::drop_sub(s).await?;
+                if out.subscription_dropped {
+                    c.dropped
+                        .push(format!("[target] subscription {}", task.subscription));
+                } else {
+                    c.absent
+                        .push(format!("[target] subscription {}", task.subscription));
+                }
+                for slot in &out.slots_dropped {
+                    c.dropped.push(format!("[source] replication slot {slot}"));
+                }
+                if let Some((names, sql)) = out.left_on_source {
+                    c.left.push(Leftover {
+                        side: "source".into(),
+                        what: format!("replication slot(s) {}", names.join(", ")),
+                        sql,
+                    });
+                }
+            }
+            let target = s.client(Side::Target).await?;
+            let n = target
+                .execute(
+                    "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = $1",
+                    &[&origin],
+                )
+                .await
+                .map_err(|e| native::sql_error("dropping the replication origin (on the target)", e))?;
+            let line = format!("[target] replication origin {origin}");
+            if n > 0 {
+                c.dropped.push(line)
+            } else {
+                c.absent.push(line)
+            }
+            let has_bookkeeping: bool = target
+                .query_one(
+                    "SELECT to_regclass('pgtransit.copy_progress') IS NOT NULL",
+                    &[],
+                )
+                .await
+                .map_err(|e| native::sql_error("looking for the copy's bookkeeping", e))?
+                .get(0);
+            if has_bookkeeping {
+                let n = target
+                    .execute(
+                        "DELETE FROM pgtransit.copy_progress WHERE task = $1",
+                        &[&task.name],
+                    )
+                    .await
+                    .map_err(|e| native::sql_error("forgetting the copy's progress", e))?;
+                target
+                    .execute(
+                        "DELETE FROM pgtransit.copy_state WHERE task = $1",
+                        &[&task.name],
+                    )
+                    .await
+                    .map_err(|e| native::sql_error("forgetting the copy's state", e))?;
+                if n > 0 {
+                    c.dropped.push(format!(
+                        "[target] copy bookkeeping of task {} ({n} rows)",
+                        task.name
+                    ));
+                }
+                // The schema is shared by every task on this target: dropped with the last.
+                let empty: bool = target
+                    .query_one(
+                        "SELECT NOT EXISTS (SELECT 1 FROM pgtransit.copy_progress) \
+                         AND NOT EXISTS (SELECT 1 FROM pgtransit.copy_state)",
+                        &[],
+                    )
+                    .await
+                    .map_err(|e| native::sql_error("reading the copy's bookkeeping", e))?
+                    .get(0);
+                if empty {
+                    target
+                        .batch_execute("DROP SCHEMA IF EXISTS pgtransit CASCADE")
+                        .await
+                        .map_err(|e| {
+                            native::sql_error("dropping schema pgtransit (on the target)", e)
+                        })?;
+                    c.dropped
+                        .push("[target] schema pgtransit (no task uses it any more)".into());
+                }
+            }
+        }
+        Err(e) => {
+            let why = native::first_line(&e.message).to_string();
+            if task.engine == Engine::Native {
+                c.left.push(Leftover {
+                    side: "target".into(),
+                    what: format!("subscription {} ({why})", task.subscription),
+                    sql: format!(
+                        "ALTER SUBSCRIPTION {0} DISABLE; ALTER SUBSCRIPTION {0} SET (slot_name = NONE); DROP SUBSCRIPTION IF EXISTS {0};",
+                        quote::ident(&task.subscription)
+                    ),
+                });
+            }
+            c.left.push(Leftover {
+                side: "target".into(),
+                what: format!("replication origin {origin} ({why})"),
+                sql: origin_sql,
+            });
+        }
+    }
+
+    match s.client(Side::Source).await {
+        Ok(source) => {
+            if task.engine == Engine::Stream {
+                let active: Vec<i32> = source
+                    .query(
+                        "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL",
+                        &[&task.slot],
+                    )
+                    .await
+                    .map_err(|e| native::sql_error("reading the slot (on the source)", e))?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                for pid in active {
+                    let _ = source
+                        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+                        .await;
+                }
+                // A terminated walsender releases the slot a moment later.
+                let mut tries = 0;
+                let n = loop {
+                    match source
+                        .execute(
+                            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+                            &[&task.slot],
+                        )
+                        .await
+                    {
+                        Ok(n) => break n,
+                        Err(_) if tries < 20 => {
+                            tries += 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                        }
+                        Err(e) => return Err(native::sql_error("dropping the slot (on the source)", e)),
+                    }
+                };
+                let line = format!("[source] replication slot {}", task.slot);
+                if n > 0 {
+                    c.dropped.push(line)
+                } else {
+                    c.absent.push(line)
+                }
+            }
+            let source = s.client(Side::Source).await?;
+            let existed: bool = source
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)",
+                    &[&task.publication],
+                )
+                .await
+                .map_err(|e| native::sql_error("reading publications (on the source)", e))?
+                .get(0);
+            source
+                .batch_execute(&pub_sql)
+                .await
+                .map_err(|e| native::sql_error("dropping the publication (on the source)", e))?;
+            let line = format!("[source] publication {}", task.publication);
+            if existed {
+                c.dropped.push(line)
+            } else {
+                c.absent.push(line)
+            }
+        }
+        Err(e) => {
+            let why = native::first_line(&e.message).to_string();
+            if task.engine == Engine::Stream {
+                c.left.push(Leftover {
+                    side: "source".into(),
+                    what: format!("replication slot {} ({why})", task.slot),
+                    sql: slot_sql,
+                });
+            }
+            c.left.push(Leftover {
+                side: "source".into(),
+                what: format!("publication {} ({why})", task.publication),
+                sql: pub_sql,
+            });
+        }
+    }
+    Ok(c)
+}
