@@ -125,7 +125,7 @@ pub struct TerminateArgs {
 
 /// `pgtransit run NAME`: the worker in the foreground.
 pub async fn run(a: WorkerArgs) -> Result<u8, Failure> {
-    worker::run(&a.name, a.metrics_addr).await
+    worker::run(&a.name, a.metrics_addr, a.json).await
 }
 
 /// `pgtransit start NAME`: the worker detached.

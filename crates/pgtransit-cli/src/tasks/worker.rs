@@ -28,6 +28,8 @@ pub struct Worker {
     step: Arc<Mutex<String>>,
     status: Arc<Mutex<Status>>,
     stop: Arc<AtomicBool>,
+    /// Print JSON lines instead of text lines.
+    json: bool,
 }
 
 impl Worker {
@@ -39,7 +41,12 @@ impl Worker {
     /// A log line: printed (the worker's own output), and kept in the store for `logs`.
     fn log(&self, line: &str) {
         let step = self.step.lock().map(|s| s.clone()).unwrap_or_default();
-        println!("{} [{step}] {line}", timestamp());
+        if self.json {
+            let v = serde_json::json!({"at": pgtransit::state::now(), "task": self.name, "step": step, "line": line});
+            println!("{v}");
+        } else {
+            println!("{} [{step}] {line}", timestamp());
+        }
         let _ = self.with_store(|s| s.log(&self.name, &step, line));
     }
 
@@ -47,6 +54,7 @@ impl Worker {
         let w = self.clone();
         // Metrics arrive every 2 s; the log gets one line of them every 30 s.
         let last_line = Arc::new(Mutex::new(None::<std::time::Instant>));
+        let last_warning = Arc::new(Mutex::new(None::<std::time::Instant>));
         Arc::new(move |e: CopyEvent| {
             match &e {
                 CopyEvent::Cdc(m) => {
@@ -55,6 +63,17 @@ impl Worker {
                     metrics_http::record_cdc(m);
                     if let Ok(mut st) = w.status.lock() {
                         st.cdc = Some(json);
+                    }
+                    if m.lag_bytes > LAG_WARN_BYTES {
+                        let mut warned = last_warning.lock().unwrap_or_else(|p| p.into_inner());
+                        if !warned.is_some_and(|t| t.elapsed() < Duration::from_secs(600)) {
+                            *warned = Some(std::time::Instant::now());
+                            w.log(&format!(
+                                "WARNING: the apply is {} behind; the slot keeps that much WAL on the source. \
+                                 Set max_slot_wal_keep_size on the source so a stuck task cannot fill its disk",
+                                pgtransit::catalog::pretty_bytes(m.lag_bytes as i64)
+                            ));
+                        }
                     }
                     let mut last = last_line.lock().unwrap_or_else(|p| p.into_inner());
                     if last.is_some_and(|t| t.elapsed() < Duration::from_secs(30)) {
@@ -121,8 +140,11 @@ fn lock(store: &Store, name: &str) -> Result<std::fs::File, Failure> {
     Ok(f)
 }
 
+/// Warn in the log when the apply is this far behind (the slot retains at least that).
+const LAG_WARN_BYTES: u64 = 1024 * 1024 * 1024;
+
 /// `pgtransit run NAME`.
-pub async fn run(name: &str, metrics_addr: Option<String>) -> Result<u8, Failure> {
+pub async fn run(name: &str, metrics_addr: Option<String>, json: bool) -> Result<u8, Failure> {
     let store = Store::open().map_err(|e| Failure::other(e.0))?;
     let rec = store.existing(name).map_err(|e| Failure::usage(e.0))?;
     if rec.status == "terminating" {
@@ -140,6 +162,7 @@ pub async fn run(name: &str, metrics_addr: Option<String>) -> Result<u8, Failure
         step: Arc::new(Mutex::new("worker".into())),
         status: Arc::new(Mutex::new(Status::new(name, &rec.engine))),
         stop: stop.clone(),
+        json,
     };
     let bound = match &metrics_addr {
         Some(addr) => Some(metrics_http::serve(addr, w.status.clone()).await?),
