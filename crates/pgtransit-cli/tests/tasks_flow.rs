@@ -197,6 +197,7 @@ fn stream_task_flow_with_password_metrics_and_terminate_while_the_source_is_down
     }
     // Lag and rows move while the load runs; the endpoint shows the same.
     let mut seen = std::collections::HashSet::new();
+    let mut lags = std::collections::HashSet::new();
     let t = Instant::now();
     while seen.len() < 2 && t.elapsed() < Duration::from_secs(60) {
         let d = describe_json(h, "m1");
@@ -206,6 +207,7 @@ fn stream_task_flow_with_password_metrics_and_terminate_while_the_source_is_down
                 "metrics are fresh: {d:#}"
             );
             seen.insert(v.to_string());
+            lags.insert(d["metrics"]["values"]["lag_bytes"].to_string());
         }
         std::thread::sleep(Duration::from_millis(700));
     }
@@ -305,8 +307,18 @@ fn native_task_flow_leaves_nothing_behind() {
     );
     wait_step(h, "n1", "cdc", "running", Duration::from_secs(180));
     assert!(pt_ok(h, &["list"]).contains("native"));
-    let logs = pt_ok(h, &["logs", "n1", "--step", "init-data"]);
-    assert!(logs.contains("[init-data]"), "{logs}");
+    for step in ["precheck", "init-struct", "init-data", "cdc"] {
+        let logs = pt_ok(h, &["logs", "n1", "--step", step]);
+        assert!(
+            logs.contains(&format!("[{step}] {step}: ")),
+            "logs of {step}:\n{logs}"
+        );
+    }
+    let d = describe_json(h, "n1");
+    assert!(
+        d["metrics"]["values"]["lag_bytes"].is_number(),
+        "native lag published: {d:#}"
+    );
     load.stop();
     wait_equal(&p);
     let out = pt_ok(h, &["terminate", "n1"]);
