@@ -15,6 +15,7 @@ mod demo;
 mod native_cmd;
 mod task_cmd;
 mod tasks;
+mod verify_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -103,6 +104,8 @@ enum Command {
     Templates(tasks::ListArgs),
     /// Stop a task's worker and drop its slot, publication, subscription and origin
     Terminate(tasks::TerminateArgs),
+    /// Compare the target's content with the source's: exact counts, or row checksums
+    Verify(verify_cmd::VerifyArgs),
 }
 
 /// An error for the user, with the exit code it maps to.
@@ -204,6 +207,7 @@ fn main() -> ExitCode {
             Command::Logs(a) => tasks::logs(a).await,
             Command::Templates(a) => tasks::templates(a),
             Command::Terminate(a) => tasks::terminate(a).await,
+            Command::Verify(a) => verify_cmd::run(a).await,
         }
     });
     match result {

@@ -12,3 +12,4 @@ pub mod stream;
 pub mod task;
 pub mod terminate;
 pub mod tools;
+pub mod verify;

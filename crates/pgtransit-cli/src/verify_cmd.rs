@@ -1,0 +1,112 @@
+//! `pgtransit verify [NAME] [--mode count|checksum]`: is the target's content the source's?
+
+use clap::{Args, ValueEnum};
+use pgtransit::verify::{self, Mode, VerifyOptions};
+
+use crate::{resolve_task, Failure, TaskArgs};
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ModeArg {
+    Count,
+    Checksum,
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// A task from the task store (or give -t FILE / --source --target)
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub task: TaskArgs,
+    /// count: exact row counts; checksum: every row hashed, differing keys listed
+    #[arg(long, value_enum, default_value = "count")]
+    pub mode: ModeArg,
+    /// Only these tables (comma-separated, schema.table)
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub tables: Vec<String>,
+    /// Chunks compared at once (each with a session on both sides)
+    #[arg(long, default_value_t = 2)]
+    pub jobs: usize,
+    /// Rows per checksum chunk, about (tables with one integer key)
+    #[arg(long, default_value_t = 100_000)]
+    pub chunk_rows: i64,
+    /// A differing chunk is compared again this many times, 2 s apart, before it counts
+    /// (the target may still be applying changes)
+    #[arg(long, default_value_t = 3)]
+    pub rechecks: u32,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The task from the store by name, or from -t / --source --target.
+fn task(a: &VerifyArgs) -> Result<pgtransit::task::Task, Failure> {
+    match &a.name {
+        Some(name) => {
+            let store = pgtransit::state::Store::open().map_err(|e| Failure::other(e.0))?;
+            let rec = store.existing(name).map_err(|e| Failure::usage(e.0))?;
+            Ok(pgtransit::task::Task::parse(&rec.spec, name)?)
+        }
+        None => resolve_task(&a.task),
+    }
+}
+
+pub async fn run(a: VerifyArgs) -> Result<u8, Failure> {
+    let task = task(&a)?;
+    let o = VerifyOptions {
+        mode: match a.mode {
+            ModeArg::Count => Mode::Count,
+            ModeArg::Checksum => Mode::Checksum,
+        },
+        tables: a.tables.clone(),
+        jobs: a.jobs,
+        chunk_rows: a.chunk_rows,
+        rechecks: a.rechecks,
+        ..Default::default()
+    };
+    let json = a.json;
+    let say = move |l: &str| {
+        if !json {
+            println!("{l}")
+        }
+    };
+    if !json {
+        println!(
+            "verify ({}): {} -> {}",
+            match o.mode {
+                Mode::Count => "count",
+                Mode::Checksum => "checksum",
+            },
+            task.source.display(),
+            task.target
+                .as_ref()
+                .map(|t| t.display())
+                .unwrap_or_default()
+        );
+    }
+    let r = verify::verify(&task, &o, &say).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&r).map_err(|e| Failure::other(e.to_string()))?
+        );
+    } else {
+        for t in r.tables.iter().filter(|t| !t.pass) {
+            for (label, keys) in [
+                ("missing on the target", &t.missing_on_target),
+                ("only on the target", &t.only_on_target),
+                ("different", &t.changed),
+            ] {
+                if !keys.is_empty() {
+                    println!("    {} {label}: {}", t.table, keys.join(" "));
+                }
+            }
+        }
+        println!(
+            "verify: {} table(s), {} rows, {} differ, in {:.1} s",
+            r.tables.len(),
+            r.rows_verified,
+            r.failures(),
+            r.seconds
+        );
+    }
+    Ok(if r.failures() > 0 { 3 } else { 0 })
+}

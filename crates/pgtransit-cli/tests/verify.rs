@@ -1,0 +1,126 @@
+//! `pgtransit verify`: counts and checksums in both directions, differing keys named.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use pgsandbox::Builder;
+
+#[test]
+fn checksum_names_rows_changed_deleted_and_added_on_the_target() {
+    let source = Builder::new().start().unwrap();
+    let target = Builder::new().start().unwrap();
+    for c in [&source, &target] {
+        c.create_database(DB).unwrap();
+    }
+    let init = Command::new(source.client_program("pgbench"))
+        .args(["-i", "-s", "3", "-q", "-h"])
+        .arg(source.socket_dir())
+        .args(["-p", &source.port().to_string(), "-U", "postgres", DB])
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+    source
+        .psql(
+            DB,
+            "ALTER TABLE pgbench_history REPLICA IDENTITY FULL; \
+             INSERT INTO pgbench_history SELECT 1, 1, g, 5, now() FROM generate_series(1, 10) g; \
+             CREATE TABLE pairs (a text, b int, v jsonb, t timestamptz, PRIMARY KEY (a, b)); \
+             INSERT INTO pairs SELECT 'k' || g, g % 3, jsonb_build_object('g', g), '2024-01-01'::timestamptz + g * interval '1 h' \
+             FROM generate_series(1, 500) g;",
+        )
+        .unwrap();
+    let p = Pair { source, target };
+    let dir = tempfile::tempdir().unwrap();
+    let task = dir.path().join("t.yml");
+    std::fs::write(
+        &task,
+        format!(
+            "name: v\nsource: {}\ntarget: {}\n",
+            p.source.url(DB),
+            p.target.url(DB)
+        ),
+    )
+    .unwrap();
+    let t = task.to_str().unwrap();
+    ok(&["init-struct", "-t", t]);
+    ok(&["init-data", "-t", t]);
+    ok(&["init-struct", "-t", t, "--section", "post-data"]);
+
+    let out = ok(&["verify", "-t", t]);
+    assert!(
+        out.contains("[PASS] \"public\".\"pgbench_accounts\"  source=300000 target=300000"),
+        "{out}"
+    );
+    let out = ok(&[
+        "verify",
+        "-t",
+        t,
+        "--mode",
+        "checksum",
+        "--chunk-rows",
+        "50000",
+    ]);
+    assert!(out.contains("0 differ"), "{out}");
+
+    p.target
+        .psql(
+            DB,
+            "UPDATE pgbench_accounts SET abalance = 7 WHERE aid = 150001; \
+             DELETE FROM pgbench_accounts WHERE aid = 3; \
+             INSERT INTO pgbench_accounts VALUES (300001, 1, 0, 'extra'); \
+             UPDATE pairs SET v = '{\"g\": 0}' WHERE a = 'k10' AND b = 1; \
+             DELETE FROM pgbench_history WHERE ctid = (SELECT min(ctid) FROM pgbench_history);",
+        )
+        .unwrap();
+    let o = pgtransit(&[
+        "verify",
+        "-t",
+        t,
+        "--mode",
+        "checksum",
+        "--chunk-rows",
+        "50000",
+        "--rechecks",
+        "0",
+    ]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    assert!(
+        out.contains("\"public\".\"pgbench_accounts\" missing on the target: (3)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\"public\".\"pgbench_accounts\" only on the target: (300001)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\"public\".\"pgbench_accounts\" different: (150001)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\"public\".\"pairs\" different: (k10,1)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("[FAIL] \"public\".\"pgbench_history\"  source=10 target=9"),
+        "{out}"
+    );
+    assert!(
+        out.contains("[PASS] \"public\".\"pgbench_branches\""),
+        "{out}"
+    );
+    // Count mode sees the history row and not the changed values.
+    let o = pgtransit(&["verify", "-t", t, "--json", "--rechecks", "0"]);
+    assert_eq!(o.status.code(), Some(3));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let failed: Vec<&str> = r["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["pass"] == false)
+        .map(|t| t["table"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, ["\"public\".\"pgbench_history\""]);
+}
