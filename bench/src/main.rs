@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::Instant;
 
 mod apply;
+mod verify;
 
 use pgsandbox::{Builder, Cluster};
 use serde::Serialize;
@@ -212,6 +213,23 @@ fn main() {
     );
     if std::env::args().any(|a| a == "--apply") {
         return apply_bench(&pgtransit);
+    }
+    if std::env::args().any(|a| a == "--verify") {
+        let args: Vec<String> = std::env::args().collect();
+        let scale = args
+            .iter()
+            .position(|a| a == "--scale")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(50);
+        let (source, target) = (cluster("source"), cluster("target"));
+        let md = verify::run(&pgtransit, &source, &target, scale);
+        println!("{md}");
+        let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/results"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("verify-latest.md"), &md).unwrap();
+        eprintln!("results written to {}", dir.display());
+        return;
     }
     let o = options();
     eprintln!("starting two sandboxes ...");

@@ -27,7 +27,7 @@ pub struct VerifyArgs {
     #[arg(long, default_value_t = 2)]
     pub jobs: usize,
     /// Rows per checksum chunk, about (tables with one integer key)
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 1_000_000)]
     pub chunk_rows: i64,
     /// A differing chunk is compared again this many times, 2 s apart, before it counts
     /// (the target may still be applying changes)

@@ -1,8 +1,9 @@
 //! `pgtransit verify`: is the target's content the source's?
 //!
 //! * count: exact row counts on both sides.
-//! * checksum: every row hashed in a canonical text form (the record's text output under
-//!   fixed session settings), summed per chunk of key range on both sides in parallel. A
+//! * checksum: every row hashed, by its columns' own hash functions where every type has
+//!   one (PostgreSQL 14+: the hashes hash partitioning relies on, stable across servers),
+//!   else by md5 of the record's text form under fixed session settings; summed per chunk of key range on both sides in parallel. A
 //!   chunk that differs is compared row by row, by key, in both directions, and its keys
 //!   are listed: missing on the target, only on the target, changed. While the target is
 //!   still catching up, a differing chunk is checked again after a pause before it is
@@ -47,7 +48,7 @@ impl Default for VerifyOptions {
             mode: Mode::Count,
             tables: vec![],
             jobs: 2,
-            chunk_rows: 100_000,
+            chunk_rows: 1_000_000,
             rechecks: 3,
             recheck_pause: Duration::from_secs(2),
             max_keys: 100,
@@ -97,6 +98,9 @@ struct Table {
     key: Vec<String>,
     /// A single integer key: chunks are ranges of it.
     int_key: bool,
+    /// The row hash: `hash_record_extended` (type hash functions, no text conversion; 14+)
+    /// when every column's type can be hashed, else md5 of the row's text.
+    hash: &'static str,
 }
 
 async fn session(spec: &crate::conn::ConnSpec) -> Result<Client, StepError> {
@@ -123,7 +127,16 @@ async fn tables(task: &Task, source: &Client, only: &[String]) -> Result<Vec<Tab
                  coalesce((SELECT count(*) = 1 AND bool_and(a.atttypid IN (20, 21, 23)) \
                    FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) k(att) \
                    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.att \
-                   WHERE i.indrelid = c.oid AND i.indisprimary), false) \
+                   WHERE i.indrelid = c.oid AND i.indisprimary), false), \
+                 current_setting('server_version_num')::int >= 140000 AND NOT EXISTS ( \
+                   SELECT 1 FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid \
+                   WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+                   AND NOT EXISTS (SELECT 1 FROM pg_opclass o JOIN pg_am am ON am.oid = o.opcmethod \
+                     WHERE am.amname = 'hash' AND o.opcdefault AND o.opcintype = CASE \
+                       WHEN ty.typcategory = 'A' THEN 'anyarray'::regtype::oid \
+                       WHEN ty.typtype = 'e' THEN 'anyenum'::regtype::oid \
+                       WHEN ty.typtype IN ('r', 'm') THEN 'anyrange'::regtype::oid \
+                       WHEN ty.typtype = 'd' THEN ty.typbasetype ELSE ty.oid END)) \
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
                  WHERE c.relkind = 'r' AND c.relpersistence = 'p' \
                  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e') \
@@ -150,6 +163,11 @@ async fn tables(task: &Task, source: &Client, only: &[String]) -> Result<Vec<Tab
                 name: quote::qualified(r.get(0), r.get(1)),
                 int_key: r.get::<_, bool>(3) && key.len() == 1,
                 key,
+                hash: if r.get::<_, bool>(4) {
+                    "hash_record_extended(x, 0)"
+                } else {
+                    "('x' || left(md5(x::text), 16))::bit(64)::bigint"
+                },
             }
         })
         .collect())
@@ -164,8 +182,13 @@ struct Chunk {
 
 impl Chunk {
     fn filter(&self, t: &Table) -> String {
+        let Some(k) = t.key.first() else {
+            return String::new();
+        };
         match self.range {
-            Some((lo, hi)) => format!("WHERE {k} >= {lo} AND {k} < {hi}", k = t.key[0]),
+            Some((i64::MIN, hi)) => format!("WHERE {k} < {hi}"),
+            Some((lo, i64::MAX)) => format!("WHERE {k} >= {lo}"),
+            Some((lo, hi)) => format!("WHERE {k} >= {lo} AND {k} < {hi}"),
             None => String::new(),
         }
     }
@@ -189,8 +212,8 @@ async fn digest(
     what: &str,
 ) -> Result<(i64, String), StepError> {
     let sql = format!(
-        "SELECT count(*), coalesce(sum(('x' || left(md5(x::text), 16))::bit(64)::bigint), 0)::text \
-         FROM {} x {}",
+        "SELECT count(*), coalesce(sum({}), 0)::text FROM {} x {}",
+        t.hash,
         t.name,
         chunk.filter(t)
     );
@@ -209,17 +232,18 @@ async fn rows(
 ) -> Result<BTreeMap<String, String>, StepError> {
     let sql = if t.key.is_empty() {
         format!(
-            "SELECT md5(x::text), count(*)::text FROM {} x GROUP BY 1",
-            t.name
+            "SELECT ({})::text, count(*)::text FROM {} x GROUP BY 1",
+            t.hash, t.name
         )
     } else {
         format!(
-            "SELECT ROW({})::text, md5(x::text) FROM {} x {}",
+            "SELECT ROW({})::text, ({})::text FROM {} x {}",
             t.key
                 .iter()
                 .map(|k| format!("x.{k}"))
                 .collect::<Vec<_>>()
                 .join(", "),
+            t.hash,
             t.name,
             chunk.filter(t)
         )
@@ -261,7 +285,11 @@ async fn plan(c: &Client, i: usize, t: &Table, o: &VerifyOptions) -> Result<Vec<
     };
     let n = (est.max(1) / o.chunk_rows.max(1) + 1).clamp(1, 10_000);
     let width = ((hi - lo) / n).max(1) + 1;
-    let mut chunks = Vec::new();
+    // Keys outside the source's range are looked at too: rows only on the target.
+    let mut chunks = vec![Chunk {
+        table: i,
+        range: Some((i64::MIN, lo)),
+    }];
     let mut a = lo;
     while a <= hi {
         let b = a.saturating_add(width);
@@ -271,6 +299,10 @@ async fn plan(c: &Client, i: usize, t: &Table, o: &VerifyOptions) -> Result<Vec<
         });
         a = b;
     }
+    chunks.push(Chunk {
+        table: i,
+        range: Some((a, i64::MAX)),
+    });
     Ok(chunks)
 }
 
@@ -391,18 +423,9 @@ async fn check_chunk(
         tries += 1;
         tokio::time::sleep(o.recheck_pause).await;
     };
-    let mut diff = (vec![], vec![], vec![]);
+    let mut diff = Keys::default();
     if !same && o.mode == Mode::Checksum {
-        let (a, b) = tokio::join!(rows(s, t, chunk, "source"), rows(d, t, chunk, "target"));
-        let (a, b) = (a?, b?);
-        for (k, h) in &a {
-            match b.get(k) {
-                None => diff.0.push(k.clone()),
-                Some(h2) if h2 != h => diff.2.push(k.clone()),
-                _ => {}
-            }
-        }
-        diff.1 = b.keys().filter(|k| !a.contains_key(*k)).cloned().collect();
+        locate(s, d, t, chunk, &mut diff, o.max_keys).await?;
     }
     let mut r = results
         .lock()
@@ -413,13 +436,79 @@ async fn check_chunk(
     if !same {
         r.differing_chunks += 1;
         for (into, from) in [
-            (&mut r.missing_on_target, diff.0),
-            (&mut r.only_on_target, diff.1),
-            (&mut r.changed, diff.2),
+            (&mut r.missing_on_target, diff.missing),
+            (&mut r.only_on_target, diff.extra),
+            (&mut r.changed, diff.changed),
         ] {
             let room = o.max_keys.saturating_sub(into.len());
             into.extend(from.into_iter().take(room));
         }
     }
+    Ok(())
+}
+
+/// The keys a differing chunk disagrees on.
+#[derive(Default)]
+struct Keys {
+    missing: Vec<String>,
+    extra: Vec<String>,
+    changed: Vec<String>,
+}
+
+impl Keys {
+    fn len(&self) -> usize {
+        self.missing.len() + self.extra.len() + self.changed.len()
+    }
+}
+
+/// Rows compared one by one at most (a differing range larger than this is split).
+const ROW_COMPARE_MAX: i64 = 20_000;
+
+/// Narrow a differing chunk down: a key range wider than `ROW_COMPARE_MAX` is split in ten
+/// and only the parts whose digests differ are looked into, so memory stays bounded
+/// however large the chunk; then rows are compared by key in both directions.
+async fn locate(
+    s: &Client,
+    d: &Client,
+    t: &Table,
+    chunk: &Chunk,
+    out: &mut Keys,
+    max_keys: usize,
+) -> Result<(), StepError> {
+    if out.len() >= max_keys {
+        return Ok(());
+    }
+    if let Some((lo, hi)) = chunk.range {
+        // The open ends (below and above the source's keys) are compared as they are.
+        let open = lo == i64::MIN || hi == i64::MAX;
+        if !open && hi - lo > ROW_COMPARE_MAX {
+            let step = ((hi - lo) / 10).max(1);
+            let mut a = lo;
+            while a < hi {
+                let part = Chunk {
+                    table: chunk.table,
+                    range: Some((a, (a + step).min(hi))),
+                };
+                let (x, y) =
+                    tokio::join!(digest(s, t, &part, "source"), digest(d, t, &part, "target"));
+                if x? != y? {
+                    Box::pin(locate(s, d, t, &part, out, max_keys)).await?;
+                }
+                a += step;
+            }
+            return Ok(());
+        }
+    }
+    let (a, b) = tokio::join!(rows(s, t, chunk, "source"), rows(d, t, chunk, "target"));
+    let (a, b) = (a?, b?);
+    for (k, h) in &a {
+        match b.get(k) {
+            None => out.missing.push(k.clone()),
+            Some(h2) if h2 != h => out.changed.push(k.clone()),
+            _ => {}
+        }
+    }
+    out.extra
+        .extend(b.keys().filter(|k| !a.contains_key(*k)).cloned());
     Ok(())
 }
