@@ -109,35 +109,15 @@ fn copy_then_stream_a_mixed_workload_to_equal_tables() {
 /// trigger is enabled ALWAYS on the target sees every change, one by one, in source order.
 #[test]
 fn triggers_that_fire_in_the_apply_see_every_change_in_order() {
-    let source = pgsandbox::Builder::new().start().unwrap();
-    let target = pgsandbox::Builder::new().start().unwrap();
-    for c in [&source, &target] {
-        c.create_database(DB).unwrap();
-    }
-    source
-        .psql(
-            DB,
-            "CREATE TABLE audited (id int PRIMARY KEY, v int); \
-             CREATE TABLE plain (id int PRIMARY KEY, v int); \
-             INSERT INTO audited VALUES (1, 0); INSERT INTO plain SELECT g, 0 FROM generate_series(1, 10) g;",
-        )
-        .unwrap();
-    let p = Pair { source, target };
+    let p = empty_pair(
+        "CREATE TABLE audited (id int PRIMARY KEY, v int); \
+         CREATE TABLE plain (id int PRIMARY KEY, v int); \
+         INSERT INTO audited VALUES (1, 0); INSERT INTO plain SELECT g, 0 FROM generate_series(1, 10) g;",
+    );
     let dir = tempfile::tempdir().unwrap();
-    let task = dir.path().join("t.yml");
-    std::fs::write(
-        &task,
-        format!(
-            "name: order\nsource: {}\ntarget: {}\n",
-            p.source.url(DB),
-            p.target.url(DB)
-        ),
-    )
-    .unwrap();
+    let task = stream_task_file(&p, dir.path(), "order");
     let t = task.to_str().unwrap();
-    ok(&["init-struct", "-t", t]);
-    ok(&["init-data", "-t", t]);
-    ok(&["init-struct", "-t", t, "--section", "post-data"]);
+    stream_copy(t);
     // Only on the target: a log the trigger writes, in the order the changes arrive.
     p.target
         .psql(
@@ -191,34 +171,14 @@ fn triggers_that_fire_in_the_apply_see_every_change_in_order() {
 /// out at once ends the COPY in the middle of the run, and when the run is idempotent.
 #[test]
 fn long_insert_runs_arrive_intact_through_copy() {
-    let source = pgsandbox::Builder::new().start().unwrap();
-    let target = pgsandbox::Builder::new().start().unwrap();
-    for c in [&source, &target] {
-        c.create_database(DB).unwrap();
-    }
-    source
-        .psql(
-            DB,
-            "CREATE TABLE bulk (id int PRIMARY KEY, t text, a text[], j jsonb, b bytea); \
-             CREATE TABLE other (id int PRIMARY KEY, v int); INSERT INTO other VALUES (1, 0);",
-        )
-        .unwrap();
-    let p = Pair { source, target };
+    let p = empty_pair(
+        "CREATE TABLE bulk (id int PRIMARY KEY, t text, a text[], j jsonb, b bytea); \
+         CREATE TABLE other (id int PRIMARY KEY, v int); INSERT INTO other VALUES (1, 0);",
+    );
     let dir = tempfile::tempdir().unwrap();
-    let task = dir.path().join("t.yml");
-    std::fs::write(
-        &task,
-        format!(
-            "name: bulk\nsource: {}\ntarget: {}\n",
-            p.source.url(DB),
-            p.target.url(DB)
-        ),
-    )
-    .unwrap();
+    let task = stream_task_file(&p, dir.path(), "bulk");
     let t = task.to_str().unwrap();
-    ok(&["init-struct", "-t", t]);
-    ok(&["init-data", "-t", t]);
-    ok(&["init-struct", "-t", t, "--section", "post-data"]);
+    stream_copy(t);
     let rows = |from: i32, to: i32| {
         format!(
             "INSERT INTO bulk SELECT g, CASE WHEN g % 7 = 0 THEN NULL ELSE \

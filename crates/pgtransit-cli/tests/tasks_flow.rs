@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::*;
-use pgsandbox::{Builder, Cluster};
+use pgsandbox::Builder;
 
 const PASSWORD: &str = "p@ss:w/o'rd x";
 
@@ -44,13 +44,7 @@ fn pair(password: Option<&str>) -> Pair {
     let (source, target) = (build(), build());
     source.create_database(DB).unwrap();
     target.create_database(DB).unwrap();
-    let init = Command::new(source.client_program("pgbench"))
-        .args(["-i", "-s", "2", "-q", "-h"])
-        .arg(source.socket_dir())
-        .args(["-p", &source.port().to_string(), "-U", "postgres", DB])
-        .output()
-        .unwrap();
-    assert!(init.status.success());
+    pgbench_init(&source, 2);
     source
         .psql(DB, "ALTER TABLE pgbench_history REPLICA IDENTITY FULL")
         .unwrap();
@@ -383,6 +377,3 @@ fn a_killed_worker_resumes_with_start_during_init_data_and_cdc() {
     pt_ok(h, &["terminate", "k1"]);
     nothing_left(&p);
 }
-
-#[allow(dead_code)]
-fn unused(_: &Cluster) {}

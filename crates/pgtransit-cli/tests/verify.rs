@@ -2,26 +2,13 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
-use pgsandbox::Builder;
 
 #[test]
 fn checksum_names_rows_changed_deleted_and_added_on_the_target() {
-    let source = Builder::new().start().unwrap();
-    let target = Builder::new().start().unwrap();
-    for c in [&source, &target] {
-        c.create_database(DB).unwrap();
-    }
-    let init = Command::new(source.client_program("pgbench"))
-        .args(["-i", "-s", "3", "-q", "-h"])
-        .arg(source.socket_dir())
-        .args(["-p", &source.port().to_string(), "-U", "postgres", DB])
-        .output()
-        .unwrap();
-    assert!(init.status.success());
-    source
+    let p = empty_pair("");
+    pgbench_init(&p.source, 3);
+    p.source
         .psql(
             DB,
             "ALTER TABLE pgbench_history REPLICA IDENTITY FULL; \
@@ -31,22 +18,10 @@ fn checksum_names_rows_changed_deleted_and_added_on_the_target() {
              FROM generate_series(1, 500) g;",
         )
         .unwrap();
-    let p = Pair { source, target };
     let dir = tempfile::tempdir().unwrap();
-    let task = dir.path().join("t.yml");
-    std::fs::write(
-        &task,
-        format!(
-            "name: v\nsource: {}\ntarget: {}\n",
-            p.source.url(DB),
-            p.target.url(DB)
-        ),
-    )
-    .unwrap();
+    let task = stream_task_file(&p, dir.path(), "v");
     let t = task.to_str().unwrap();
-    ok(&["init-struct", "-t", t]);
-    ok(&["init-data", "-t", t]);
-    ok(&["init-struct", "-t", t, "--section", "post-data"]);
+    stream_copy(t);
 
     let out = ok(&["verify", "-t", t]);
     assert!(

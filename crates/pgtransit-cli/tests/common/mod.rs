@@ -250,3 +250,53 @@ pub fn assert_migrated(p: &Pair) {
         "publications subscriptions slots on the target"
     );
 }
+
+/// Two sandboxes, each with an empty database `DB`; the source runs `sql` first.
+pub fn empty_pair(sql: &str) -> Pair {
+    let source = Builder::new().start().expect("source sandbox");
+    let target = Builder::new().start().expect("target sandbox");
+    for c in [&source, &target] {
+        c.create_database(DB).unwrap();
+    }
+    if !sql.is_empty() {
+        source.psql(DB, sql).expect("source setup");
+    }
+    Pair { source, target }
+}
+
+/// `pgbench -i` at `scale` into `DB`.
+pub fn pgbench_init(c: &Cluster, scale: u32) {
+    let out = Command::new(c.client_program("pgbench"))
+        .args(["-i", "-q", "-s", &scale.to_string(), "-h"])
+        .arg(c.socket_dir())
+        .args(["-p", &c.port().to_string(), "-U", "postgres", DB])
+        .output()
+        .expect("pgbench -i");
+    assert!(
+        out.status.success(),
+        "pgbench -i: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A stream-engine task file for the pair under `dir`.
+pub fn stream_task_file(p: &Pair, dir: &Path, name: &str) -> std::path::PathBuf {
+    let file = dir.join(format!("{name}.yml"));
+    std::fs::write(
+        &file,
+        format!(
+            "name: {name}\nsource: {}\ntarget: {}\n",
+            p.source.url(DB),
+            p.target.url(DB)
+        ),
+    )
+    .unwrap();
+    file
+}
+
+/// The stream engine's copy: schema without keys, data, then keys and indexes.
+pub fn stream_copy(task: &str) {
+    ok(&["init-struct", "-t", task]);
+    ok(&["init-data", "-t", task]);
+    ok(&["init-struct", "-t", task, "--section", "post-data"]);
+}
