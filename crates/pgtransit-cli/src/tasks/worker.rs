@@ -341,7 +341,29 @@ async fn run_step(w: &Worker, task: &Task, step: &str) -> Result<bool, StepError
                 until: pgtransit::stream::Until::Stopped,
                 stop: w.stop.clone(),
             };
-            let r = pgtransit::stream::cdc(&mut s, &o, w.events()).await?;
+            // The apply runs on a one-thread runtime of its own, as the `cdc` command does:
+            // its reader, applier and target connection hand work over without waking
+            // threads (measured in bench --apply). This runtime keeps serving signals and
+            // the metrics endpoint.
+            let events = w.events();
+            let r = tokio::task::block_in_place(|| {
+                std::thread::scope(|scope| {
+                    scope
+                        .spawn(|| {
+                            let rt = tokio::runtime::Builder::new_current_thread()
+                                .enable_all()
+                                .build()
+                                .map_err(|e| {
+                                    StepError::failed(format!(
+                                        "cannot start the apply runtime: {e}"
+                                    ))
+                                })?;
+                            rt.block_on(pgtransit::stream::cdc(&mut s, &o, events))
+                        })
+                        .join()
+                        .map_err(|_| StepError::failed("the apply thread panicked".to_string()))?
+                })
+            })?;
             w.log(&format!(
                 "applied {} transaction(s) up to {} in this run",
                 r.transactions, r.applied_lsn
