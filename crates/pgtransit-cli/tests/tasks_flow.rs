@@ -112,28 +112,6 @@ fn wait_equal(p: &Pair) {
     }
 }
 
-/// No slot, publication, subscription or replication origin left on either server.
-fn nothing_left(p: &Pair) {
-    assert_eq!(
-        leftovers(&p.source),
-        "0 0 0",
-        "source: publications subscriptions slots"
-    );
-    assert_eq!(
-        leftovers(&p.target),
-        "0 0 0",
-        "target: publications subscriptions slots"
-    );
-    assert_eq!(
-        p.target
-            .psql(DB, "SELECT count(*) FROM pg_replication_origin")
-            .unwrap()
-            .trim(),
-        "0",
-        "replication origins on the target"
-    );
-}
-
 fn scrape(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");

@@ -35,17 +35,7 @@ pub fn hard_pair() -> Pair {
     let target = Builder::new().start().expect("target sandbox");
     source.create_database(DB).unwrap();
     target.create_database(DB).unwrap();
-    let out = Command::new(source.client_program("pgbench"))
-        .args(["-i", "-s", "1", "-q", "--foreign-keys", "-h"])
-        .arg(source.socket_dir())
-        .args(["-p", &source.port().to_string(), "-U", "postgres", DB])
-        .output()
-        .expect("pgbench -i");
-    assert!(
-        out.status.success(),
-        "pgbench -i: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    pgbench_init_with(&source, 1, &["--foreign-keys"]);
     source.psql(DB, HARD_SQL).expect("load the hard schema");
     Pair { source, target }
 }
@@ -239,6 +229,11 @@ pub fn assert_migrated(p: &Pair) {
     assert!(src
         .iter()
         .any(|(n, v, inc)| n == "public.desc_seq" && *inc < 0 && v.is_some()));
+    nothing_left(p);
+}
+
+/// No slot, publication, subscription or replication origin left on either server.
+pub fn nothing_left(p: &Pair) {
     assert_eq!(
         leftovers(&p.source),
         "0 0 0",
@@ -248,6 +243,14 @@ pub fn assert_migrated(p: &Pair) {
         leftovers(&p.target),
         "0 0 0",
         "publications subscriptions slots on the target"
+    );
+    assert_eq!(
+        p.target
+            .psql(DB, "SELECT count(*) FROM pg_replication_origin")
+            .unwrap()
+            .trim(),
+        "0",
+        "replication origins on the target"
     );
 }
 
@@ -266,8 +269,15 @@ pub fn empty_pair(sql: &str) -> Pair {
 
 /// `pgbench -i` at `scale` into `DB`.
 pub fn pgbench_init(c: &Cluster, scale: u32) {
+    pgbench_init_with(c, scale, &[]);
+}
+
+/// `pgbench -i` at `scale` into `DB`, with more options.
+pub fn pgbench_init_with(c: &Cluster, scale: u32, extra: &[&str]) {
     let out = Command::new(c.client_program("pgbench"))
-        .args(["-i", "-q", "-s", &scale.to_string(), "-h"])
+        .args(["-i", "-q", "-s", &scale.to_string()])
+        .args(extra)
+        .arg("-h")
         .arg(c.socket_dir())
         .args(["-p", &c.port().to_string(), "-U", "postgres", DB])
         .output()
