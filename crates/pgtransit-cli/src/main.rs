@@ -106,6 +106,8 @@ enum Command {
     Terminate(tasks::TerminateArgs),
     /// Compare the target's content with the source's: exact counts, or row checksums
     Verify(verify_cmd::VerifyArgs),
+    /// Fence the source, wait for the barrier, set sequences, verify, reroute, clean up
+    Switchover(tasks::SwitchoverArgs),
 }
 
 /// An error for the user, with the exit code it maps to.
@@ -208,6 +210,7 @@ fn main() -> ExitCode {
             Command::Templates(a) => tasks::templates(a),
             Command::Terminate(a) => tasks::terminate(a).await,
             Command::Verify(a) => verify_cmd::run(a).await,
+            Command::Switchover(a) => tasks::switchover(a).await,
         }
     });
     match result {

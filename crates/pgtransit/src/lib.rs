@@ -9,6 +9,7 @@ pub mod quote;
 pub mod snapshot;
 pub mod state;
 pub mod stream;
+pub mod switchover;
 pub mod task;
 pub mod terminate;
 pub mod tools;

@@ -5,6 +5,7 @@
 mod create;
 mod metrics_http;
 mod show;
+mod switchover;
 mod terminate;
 mod worker;
 
@@ -16,6 +17,7 @@ use crate::Failure;
 
 pub use create::create;
 pub use show::{describe, list, logs, templates};
+pub use switchover::run as switchover;
 pub use terminate::terminate;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -119,6 +121,34 @@ pub struct TerminateArgs {
     /// Seconds to wait for the worker to stop after SIGTERM before SIGKILL
     #[arg(long, default_value_t = 30)]
     pub wait: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct SwitchoverArgs {
+    pub name: String,
+    /// readonly (no new session but superusers', the others ended), none, or hook:COMMAND
+    #[arg(long, default_value = "readonly")]
+    pub fence: String,
+    /// none, or hook:COMMAND (run with PGTRANSIT_TARGET set to the target, no password)
+    #[arg(long, default_value = "none")]
+    pub reroute: String,
+    /// Refuse to start when the target is further behind than this many bytes
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_lag: i64,
+    /// Seconds to wait for the target to reach the barrier; then the fence is undone
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub barrier_timeout: u64,
+    /// Added to each sequence in its own direction
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub seq_shift: i64,
+    /// count, checksum or none
+    #[arg(long, default_value = "count")]
+    pub verify: String,
+    /// Print every action without running anything
+    #[arg(long)]
+    pub dry_run: bool,
     #[arg(long)]
     pub json: bool,
 }

@@ -12,7 +12,7 @@ use super::{alive, json_out, store, TerminateArgs};
 use crate::Failure;
 
 /// SIGTERM, then SIGKILL after `wait`; whether a worker was running.
-async fn stop_worker(pid: Option<u32>, wait: Duration) -> bool {
+pub async fn stop_worker(pid: Option<u32>, wait: Duration) -> bool {
     let Some(pid) = pid.filter(|_| alive(pid)) else {
         return false;
     };
