@@ -416,11 +416,7 @@ pub async fn init_data(a: InitDataArgs) -> Result<u8, Failure> {
     )));
     let r = pgtransit::snapshot::init_data(&mut s, &o, events.clone()).await?;
     if json {
-        let done = serde_json::json!({ "event": "done", "report": r });
-        println!(
-            "{}",
-            serde_json::to_string(&done).map_err(|e| Failure::other(e.to_string()))?
-        );
+        print_done(&r)?;
     } else {
         println!(
             "init-data: {} unit(s) copied{}, {} rows, {} in {:.1} s; the change stream starts at {}",
@@ -480,11 +476,7 @@ pub async fn cdc(a: CdcArgs) -> Result<u8, Failure> {
     let mut s = Session::new(&task, move |l| sink(pgtransit::snapshot::message(l)));
     let r = pgtransit::stream::cdc(&mut s, &CdcOptions { until, stop }, events).await?;
     if json {
-        let done = serde_json::json!({ "event": "done", "report": r });
-        println!(
-            "{}",
-            serde_json::to_string(&done).map_err(|e| Failure::other(e.to_string()))?
-        );
+        print_done(&r)?;
     } else {
         println!(
             "cdc: applied {} transaction(s) ({} inserts, {} updates, {} deletes, {} truncates) up to {} in {:.1} s",
@@ -498,6 +490,16 @@ pub async fn cdc(a: CdcArgs) -> Result<u8, Failure> {
 fn pgwire_replication_lsn(s: &str) -> Option<u64> {
     let (hi, lo) = s.split_once('/')?;
     Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+/// The last JSON line of a step run with --json: its report.
+fn print_done(report: &impl serde::Serialize) -> Result<(), Failure> {
+    let done = serde_json::json!({ "event": "done", "report": report });
+    println!(
+        "{}",
+        serde_json::to_string(&done).map_err(|e| Failure::other(e.to_string()))?
+    );
+    Ok(())
 }
 
 /// JSON lines on stdout with --json (one event each), readable lines otherwise.

@@ -5,29 +5,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-fn pt(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pgtransit"))
-        .args(args)
-        .env("PGTRANSIT_HOME", home)
-        .output()
-        .expect("run pgtransit")
-}
-
-fn pt_ok(home: &Path, args: &[&str]) -> String {
-    let o = pt(home, args);
-    assert!(
-        o.status.success(),
-        "pgtransit {args:?} failed ({:?}):\n{}",
-        o.status.code(),
-        text(&o)
-    );
-    text(&o)
-}
 
 /// A write by the application role `app`, which turns read-only off for itself.
 fn app_write(p: &Pair) -> Result<String, String> {

@@ -7,33 +7,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::*;
 use pgsandbox::Builder;
 
 const PASSWORD: &str = "p@ss:w/o'rd x";
-
-fn pt(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pgtransit"))
-        .args(args)
-        .env("PGTRANSIT_HOME", home)
-        .env_remove("PGPASSWORD")
-        .output()
-        .expect("run pgtransit")
-}
-
-fn pt_ok(home: &Path, args: &[&str]) -> String {
-    let o = pt(home, args);
-    assert!(
-        o.status.success(),
-        "pgtransit {args:?} failed ({:?}):\n{}",
-        o.status.code(),
-        text(&o)
-    );
-    text(&o)
-}
 
 /// Source with pgbench tables (history with FULL identity), and an empty target.
 fn pair(password: Option<&str>) -> Pair {

@@ -310,3 +310,26 @@ pub fn stream_copy(task: &str) {
     ok(&["init-data", "-t", task]);
     ok(&["init-struct", "-t", task, "--section", "post-data"]);
 }
+
+/// pgtransit with its task store under `home` (and no PGPASSWORD: passwords come from the
+/// task's own password file).
+pub fn pt(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pgtransit"))
+        .args(args)
+        .env("PGTRANSIT_HOME", home)
+        .env_remove("PGPASSWORD")
+        .output()
+        .expect("run pgtransit")
+}
+
+/// [`pt`], requiring success.
+pub fn pt_ok(home: &Path, args: &[&str]) -> String {
+    let o = pt(home, args);
+    assert!(
+        o.status.success(),
+        "pgtransit {args:?} failed ({:?}):\n{}",
+        o.status.code(),
+        text(&o)
+    );
+    text(&o)
+}
