@@ -11,8 +11,10 @@
 mod bindir;
 mod cluster;
 mod overlay;
+mod pgbouncer;
 mod port;
 mod user;
 
 pub use bindir::{find_bindir, major_version};
 pub use cluster::{Builder, Cluster, Error};
+pub use pgbouncer::{find_pgbouncer, Pgbouncer};

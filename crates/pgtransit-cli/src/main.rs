@@ -108,6 +108,8 @@ enum Command {
     Verify(verify_cmd::VerifyArgs),
     /// Fence the source, wait for the barrier, set sequences, verify, reroute, clean up
     Switchover(tasks::SwitchoverArgs),
+    /// Switch back to the old source after `switchover --reverse` (same steps, reversed)
+    Rollback(tasks::SwitchoverArgs),
 }
 
 /// An error for the user, with the exit code it maps to.
@@ -211,6 +213,7 @@ fn main() -> ExitCode {
             Command::Terminate(a) => tasks::terminate(a).await,
             Command::Verify(a) => verify_cmd::run(a).await,
             Command::Switchover(a) => tasks::switchover(a).await,
+            Command::Rollback(a) => tasks::rollback(a).await,
         }
     });
     match result {

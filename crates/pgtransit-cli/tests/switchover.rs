@@ -10,16 +10,28 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// A write by the application role `app`, which turns read-only off for itself.
+/// A write on the source by the application role `app`, which turns read-only off for
+/// itself.
 fn app_write(p: &Pair) -> Result<String, String> {
-    let o = Command::new(p.source.client_program("psql"))
+    app_write_on(&p.source)
+}
+
+fn app_write_on(c: &pgsandbox::Cluster) -> Result<String, String> {
+    let o = Command::new(c.client_program("psql"))
         .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
-        .args(["-p", &p.source.port().to_string(), "-U", "app", "-d", DB, "-c"])
+        .args(["-p", &c.port().to_string(), "-U", "app", "-d", DB, "-c"])
         .arg("SET default_transaction_read_only = off; INSERT INTO orders (v) VALUES (42) RETURNING id")
         .output()
         .unwrap();
     if o.status.success() {
-        Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+        // The id RETURNING gave (psql also prints the command tags).
+        let out = String::from_utf8_lossy(&o.stdout).to_string();
+        Ok(out
+            .lines()
+            .find(|l| l.trim().parse::<i64>().is_ok())
+            .unwrap_or_default()
+            .trim()
+            .to_string())
     } else {
         Err(String::from_utf8_lossy(&o.stderr).to_string())
     }
@@ -69,11 +81,13 @@ fn pair_with_app() -> Pair {
     p.source
         .psql(DB, "ALTER TABLE pgbench_history REPLICA IDENTITY FULL")
         .unwrap();
+    p.target.psql("postgres", "CREATE ROLE app LOGIN").unwrap();
     p
 }
 
-/// The whole switchover under load; `engine` is stream or native.
-fn readonly_switchover(engine: &str) {
+/// The whole switchover under load; `engine` is stream or native. With `reverse`, the
+/// target's writes flow back and a rollback returns to the source.
+fn readonly_switchover(engine: &str, reverse: bool) {
     let p = pair_with_app();
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
@@ -89,17 +103,18 @@ fn readonly_switchover(engine: &str) {
         "{dry}"
     );
 
-    let out = pt_ok(
-        h,
-        &[
-            "switchover",
-            "s1",
-            "--fence",
-            "readonly",
-            "--verify",
-            "count",
-        ],
-    );
+    let mut args = vec![
+        "switchover",
+        "s1",
+        "--fence",
+        "readonly",
+        "--verify",
+        "count",
+    ];
+    if reverse {
+        args.push("--reverse");
+    }
+    let out = pt_ok(h, &args);
     assert!(out.contains("switched over: write downtime"), "{out}");
     let downtime: f64 = out
         .split("write downtime ")
@@ -145,20 +160,71 @@ fn readonly_switchover(engine: &str) {
         new_id > max_src + 900,
         "target id {new_id} after source max {max_src}"
     );
-    nothing_left(&p);
     let d: serde_json::Value =
         serde_json::from_str(&pt_ok(h, &["describe", "s1", "--json"])).unwrap();
     assert_eq!(d["status"], "switched-over", "{d:#}");
+    if reverse {
+        // The application now writes on the target; the old source follows.
+        p.target
+            .psql(DB, "GRANT ALL ON orders, orders_id_seq TO app")
+            .unwrap();
+        let id = app_write_on(&p.target).expect("the application writes on the target");
+        wait_for(
+            &p.source,
+            &format!("SELECT count(*) FROM orders WHERE id = {id}"),
+            "1",
+        );
+        let out = pt_ok(
+            h,
+            &[
+                "rollback", "s1", "--fence", "readonly", "--verify", "checksum",
+            ],
+        );
+        assert!(out.contains("switched over: write downtime"), "{out}");
+        assert!(
+            app_write_on(&p.target).is_err(),
+            "the target is fenced after the rollback"
+        );
+        let back = app_write(&p).expect("the source takes the application's writes again");
+        assert!(
+            back.parse::<i64>().unwrap() > new_id,
+            "{back} after {new_id}"
+        );
+        assert_eq!(
+            content_hash(&p.target, "public.pgbench_accounts"),
+            content_hash(&p.source, "public.pgbench_accounts")
+        );
+        let d: serde_json::Value =
+            serde_json::from_str(&pt_ok(h, &["describe", "s1", "--json"])).unwrap();
+        assert_eq!(d["status"], "rolled-back", "{d:#}");
+    }
+    nothing_left(&p);
+}
+
+/// Poll `sql` on `c` until it returns `want` (10 s at most).
+fn wait_for(c: &pgsandbox::Cluster, sql: &str, want: &str) {
+    let t = Instant::now();
+    loop {
+        let got = c.psql(DB, sql).unwrap();
+        if got.trim() == want {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{sql}: {got} (want {want})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
-fn readonly_switchover_with_the_native_engine() {
-    readonly_switchover("native");
+fn readonly_switchover_with_the_native_engine_and_rollback() {
+    readonly_switchover("native", true);
 }
 
 #[test]
 fn readonly_switchover_with_the_stream_engine() {
-    readonly_switchover("stream");
+    readonly_switchover("stream", false);
 }
 
 #[test]
@@ -213,4 +279,164 @@ fn a_barrier_timeout_unfences_the_source_and_keeps_streaming() {
         .psql(DB, "ALTER SUBSCRIPTION pgtransit_s2 ENABLE")
         .unwrap();
     pt_ok(h, &["terminate", "s2"]);
+}
+
+/// pgbench through pgbouncer for the whole migration: init-data, streaming, a switchover
+/// that PAUSEs pgbouncer and points it at the target, writes on the target flowing back,
+/// and a rollback the same way. No client transaction fails.
+#[test]
+fn pgbouncer_switchover_and_rollback_under_pgbench_without_a_failed_transaction() {
+    if pgsandbox::find_pgbouncer().is_none() {
+        eprintln!("SKIPPED: pgbouncer is not installed (apt-get install pgbouncer)");
+        return;
+    }
+    let p = pair_with_app();
+    let bouncer = pgsandbox::Pgbouncer::start(&[(DB, &p.source, DB)], &["postgres", "app"])
+        .expect("pgbouncer");
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let script = h.join("orders.sql");
+    std::fs::write(&script, "INSERT INTO orders (v) VALUES (1);\n").unwrap();
+    let errors = h.join("pgbench.err");
+    let mut pgbench = Command::new(p.source.client_program("pgbench"))
+        .args(["-n", "-c", "4", "-T", "600", "-b", "tpcb-like@4", "-f"])
+        .arg(format!("{}@1", script.display()))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &bouncer.port().to_string(),
+            "-U",
+            "postgres",
+            DB,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&errors).unwrap())
+        .spawn()
+        .unwrap();
+    start_task(h, &p, "pb", "stream");
+    let admin = bouncer.admin_url();
+    let config = bouncer.config().display().to_string();
+    let bouncer_args = |cmd: &'static str| -> Vec<String> {
+        [
+            cmd,
+            "pb",
+            "--fence",
+            "pgbouncer",
+            "--reroute",
+            "pgbouncer",
+            "--pgbouncer",
+            &admin,
+            "--pgbouncer-config",
+            &config,
+            "--verify",
+            "checksum",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let dry = pt_ok(
+        h,
+        &[
+            "switchover",
+            "pb",
+            "--dry-run",
+            "--fence",
+            "pgbouncer",
+            "--reroute",
+            "pgbouncer",
+            "--pgbouncer",
+            &admin,
+            "--pgbouncer-config",
+            &config,
+        ],
+    );
+    assert!(
+        dry.contains("PAUSE shop") && dry.contains("RESUME shop"),
+        "{dry}"
+    );
+    let mut args = bouncer_args("switchover");
+    args.push("--reverse".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = pt_ok(h, &args);
+    let downtime = |out: &str| -> f64 {
+        out.split("write downtime ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{out}"))
+    };
+    eprintln!("{out}");
+    assert!(downtime(&out) < 2.0, "{out}");
+    assert!(
+        out.contains("rows verified") && out.contains("pb-reverse"),
+        "{out}"
+    );
+    // pgbench now writes on the target, and the old source follows.
+    let on_target = |c: &pgsandbox::Cluster| -> i64 {
+        c.psql(DB, "SELECT count(*) FROM orders")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let t0 = on_target(&p.target);
+    let t = Instant::now();
+    while on_target(&p.target) < t0 + 100 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "pgbench does not write on the target"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The sequences moved ahead by the shift before the target took writes.
+    let gap = p
+        .target
+        .psql(
+            DB,
+            "SELECT max(id - prev) FROM (SELECT id, lag(id) OVER (ORDER BY id) prev FROM orders) s",
+        )
+        .unwrap();
+    assert!(
+        gap.trim().parse::<i64>().unwrap() >= 1000,
+        "largest id gap {gap}"
+    );
+    let t1 = on_target(&p.target);
+    let t = Instant::now();
+    while on_target(&p.source) < t1 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the reverse replication does not follow"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let args = bouncer_args("rollback");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = pt_ok(h, &args);
+    eprintln!("{out}");
+    assert!(downtime(&out) < 2.0, "{out}");
+    // pgbench is back on the source; the target no longer changes.
+    let s0 = on_target(&p.source);
+    let t = Instant::now();
+    while on_target(&p.source) < s0 + 100 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "pgbench does not write on the source again"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = pgbench.kill();
+    let _ = pgbench.wait();
+    let err = std::fs::read_to_string(&errors).unwrap();
+    assert!(
+        !err.contains("error") && !err.contains("abort"),
+        "pgbench clients failed:\n{err}\npgbouncer log:\n{}",
+        bouncer.log()
+    );
+    let d: serde_json::Value =
+        serde_json::from_str(&pt_ok(h, &["describe", "pb", "--json"])).unwrap();
+    assert_eq!(d["status"], "rolled-back", "{d:#}");
+    nothing_left(&p);
 }

@@ -5,6 +5,7 @@ pub mod check;
 pub mod conn;
 pub mod generate;
 pub mod native;
+pub mod pgbouncer;
 pub mod quote;
 pub mod snapshot;
 pub mod state;

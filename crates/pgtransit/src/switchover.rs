@@ -5,13 +5,15 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 use crate::check::Side;
 use crate::native::{self, sql_error, Session, StepError};
+use crate::pgbouncer::Bouncer;
 use crate::quote;
-use crate::task::Engine;
+use crate::state::now;
+use crate::task::{Engine, Task};
 use crate::verify;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,6 +22,8 @@ pub enum Fence {
     /// role but superusers are refused (`CONNECTION LIMIT 0`) and the others are ended, so
     /// no application role can write, whatever it sets for itself.
     Readonly,
+    /// PAUSE on pgbouncer's admin console: clients wait instead of failing.
+    Pgbouncer,
     /// A command that stops the writers (a load balancer, an application switch).
     Hook(String),
     None,
@@ -27,6 +31,8 @@ pub enum Fence {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reroute {
+    /// Point pgbouncer's database entry at the target, RELOAD, RECONNECT, RESUME.
+    Pgbouncer,
     /// A command run with PGTRANSIT_TARGET (the target, no password) in its environment.
     Hook(String),
     None,
@@ -36,16 +42,25 @@ pub enum Reroute {
 pub struct SwitchoverOptions {
     pub fence: Fence,
     pub reroute: Reroute,
+    /// Needed by the pgbouncer fence and reroute.
+    pub bouncer: Option<Bouncer>,
     /// Refuse to start when the apply is further behind than this.
     pub max_lag_bytes: i64,
+    /// Bounds the barrier wait, and pgbouncer's PAUSE.
     pub barrier_timeout: Duration,
     pub seq_shift: i64,
     pub verify: Option<verify::Mode>,
+    /// Replication back from the target, started in the fenced window (`--reverse`).
+    pub reverse: Option<Task>,
+    /// The connection limit the target database gets back before it takes writes: a
+    /// rollback's target is the old source, fenced readonly by the switchover.
+    pub unfence_target: Option<i32>,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SwitchoverReport {
-    pub lag_at_start_bytes: i64,
+    /// How far the target was behind right after the fence.
+    pub lag_at_fence_bytes: i64,
     pub barrier_lsn: String,
     pub barrier_seconds: f64,
     pub sequences_set: usize,
@@ -54,6 +69,46 @@ pub struct SwitchoverReport {
     pub downtime_seconds: f64,
     pub fence: String,
     pub rerouted: bool,
+    /// The task replicating back to the old source, with `--reverse`.
+    pub reverse: Option<String>,
+    /// The switchover continued one that had stopped halfway.
+    pub resumed: bool,
+}
+
+/// How far a switchover got, recorded after each phase: running the command again
+/// continues after the last one (or `--undo` undoes the fence).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    #[default]
+    Started,
+    Fenced,
+    Sequences,
+    Barrier,
+    Verified,
+    Reversed,
+    Rerouted,
+    /// The forward replication is removed: the switchover is over.
+    Done,
+    /// Aborted and unfenced: the next switchover starts from the beginning.
+    Undone,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Progress {
+    pub phase: Phase,
+    /// Unix time of the fence: the downtime counts from it, also across a crash.
+    pub fenced_at: f64,
+    /// The source database's connection limit before the readonly fence.
+    pub old_limit: Option<i32>,
+    pub report: SwitchoverReport,
+}
+
+impl Progress {
+    /// A switchover that stopped after fencing and before its end.
+    pub fn in_flight(&self) -> bool {
+        self.phase > Phase::Started && self.phase < Phase::Done
+    }
 }
 
 fn lit(s: &str) -> String {
@@ -122,37 +177,120 @@ async fn hook(cmd: &str, what: &str, target: &str) -> Result<(), StepError> {
     Ok(())
 }
 
-/// The readonly fence: the database takes no new connection from any role but superusers
-/// (`CONNECTION LIMIT 0`; the migration's own role is one), and every other client session
-/// is ended, so no application role can write, whatever it sets for itself. `undo` puts
-/// the previous limit back.
-async fn fence_readonly(c: &Client, db: &str, undo: Option<i32>) -> Result<i32, StepError> {
-    let before: i32 = c
+/// The database's connection limit, set to `limit`; returns the previous one. The readonly
+/// fence sets 0: no new connection from any role but superusers (the migration's own role
+/// is one), so no application role can write, whatever it sets for itself.
+async fn set_connection_limit(c: &Client, limit: i32, side: &str) -> Result<i32, StepError> {
+    let (db, before): (String, i32) = c
         .query_one(
-            "SELECT datconnlimit FROM pg_database WHERE datname = current_database()",
+            "SELECT datname::text, datconnlimit FROM pg_database WHERE datname = current_database()",
             &[],
         )
         .await
-        .map_err(|e| sql_error("reading the source database's connection limit", e))?
-        .get(0);
-    let limit = undo.unwrap_or(0);
+        .map(|r| (r.get(0), r.get(1)))
+        .map_err(|e| sql_error(&format!("reading the {side} database's connection limit"), e))?;
     c.batch_execute(&format!(
         "ALTER DATABASE {} WITH CONNECTION LIMIT {limit}",
-        quote::ident(db)
+        quote::ident(&db)
     ))
     .await
-    .map_err(|e| sql_error("fencing the source database", e))?;
-    if undo.is_none() {
-        // Sessions already open could still write: end them (walsenders are not client
-        // backends, and this session is the migration's).
-        c.batch_execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() \
-             AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+    .map_err(|e| {
+        sql_error(
+            &format!("setting the {side} database's connection limit"),
+            e,
         )
-        .await
-        .map_err(|e| sql_error("ending the source's other sessions", e))?;
-    }
+    })?;
     Ok(before)
+}
+
+/// Sessions already open could still write: end them (walsenders are not client backends,
+/// and this session is the migration's).
+async fn end_sessions(c: &Client) -> Result<(), StepError> {
+    c.batch_execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() \
+         AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+    )
+    .await
+    .map_err(|e| sql_error("ending the source's other sessions", e))
+}
+
+fn bouncer(o: &SwitchoverOptions) -> Result<&Bouncer, StepError> {
+    o.bouncer.as_ref().ok_or_else(|| {
+        StepError::refused(
+            "the pgbouncer fence and reroute need --pgbouncer ADMIN_URL and --pgbouncer-config FILE",
+        )
+    })
+}
+
+/// Lift the fence the switchover put up; says what happened.
+async fn unfence(s: &mut Session<'_>, o: &SwitchoverOptions, p: &Progress) -> String {
+    match &o.fence {
+        Fence::Readonly => {
+            let limit = p.old_limit.unwrap_or(-1);
+            let r = match s.client(Side::Source).await {
+                Ok(c) => set_connection_limit(c, limit, "source").await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(()) => "the source is unfenced and takes writes again".into(),
+                Err(e) => format!(
+                    "UNFENCING FAILED ({}): run ALTER DATABASE {} WITH CONNECTION LIMIT {limit}",
+                    e.message,
+                    quote::ident(&s.task.source.dbname())
+                ),
+            }
+        }
+        Fence::Pgbouncer => match bouncer(o) {
+            Ok(b) => match b.resume().await {
+                Ok(()) => "pgbouncer resumed: the source is unfenced and takes writes again".into(),
+                Err(e) => format!(
+                    "RESUMING PGBOUNCER FAILED ({}): run RESUME {} on its admin console",
+                    e.message, b.database
+                ),
+            },
+            Err(e) => e.message,
+        },
+        Fence::Hook(_) => "undo your fence hook's effect".into(),
+        Fence::None => "nothing was fenced".into(),
+    }
+}
+
+/// `switchover --undo`: lift the fence of a switchover that stopped before the reroute.
+pub async fn undo(
+    s: &mut Session<'_>,
+    o: &SwitchoverOptions,
+    p: &mut Progress,
+) -> Result<String, StepError> {
+    if p.phase >= Phase::Rerouted && p.phase != Phase::Undone {
+        return Err(StepError::refused(
+            "the switchover already rerouted the writes to the target: it cannot be undone; \
+             `pgtransit rollback` switches back when it ran with --reverse",
+        ));
+    }
+    let said = unfence(s, o, p).await;
+    p.phase = Phase::Undone;
+    Ok(said)
+}
+
+/// Start the replication back to the old source in the fenced window: both sides are equal
+/// and nothing writes, so it needs no copy. Idempotent, for a resumed switchover.
+async fn start_reverse(rev: &Task) -> Result<(), StepError> {
+    let mut rs = Session::new(rev, |_| {});
+    native::create_pub(&mut rs).await?;
+    match rev.engine {
+        Engine::Native => native::create_sub_without_copy(&mut rs).await,
+        Engine::Stream => rs
+            .client(Side::Source)
+            .await?
+            .execute(
+                "SELECT pg_create_logical_replication_slot($1, 'pgoutput') \
+                 WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
+                &[&rev.slot],
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| sql_error("creating the reverse slot (on the target)", e)),
+    }
 }
 
 /// The barrier is reached when the target has applied a marker written after the fence.
@@ -188,25 +326,168 @@ async fn wait_barrier(
     }
 }
 
-/// Fence, barrier, sequences, verify, reroute. The forward replication is removed by the
-/// caller afterwards (it owns the worker).
+fn fence_label(f: &Fence) -> String {
+    match f {
+        Fence::Readonly => "readonly".into(),
+        Fence::Pgbouncer => "pgbouncer".into(),
+        Fence::Hook(c) => format!("hook: {c}"),
+        Fence::None => "none".into(),
+    }
+}
+
+/// Fence, sequences, barrier, verify, reverse replication, reroute; `record` is called
+/// after each phase with the progress so far, and a progress in flight is continued
+/// after its last phase. The forward replication is removed by the caller afterwards (it
+/// owns the worker).
 pub async fn switchover(
     s: &mut Session<'_>,
     o: &SwitchoverOptions,
+    p: &mut Progress,
+    record: &mut dyn FnMut(&Progress),
 ) -> Result<SwitchoverReport, StepError> {
     let task = s.task;
-    let target_conninfo = s.spec(Side::Target)?.conninfo_without_password();
-    let db = task.source.dbname();
-    let mut r = SwitchoverReport {
-        fence: match &o.fence {
-            Fence::Readonly => "readonly".into(),
-            Fence::Hook(c) => format!("hook: {c}"),
-            Fence::None => "none".into(),
-        },
-        ..Default::default()
-    };
+    let target_spec = s.spec(Side::Target)?.clone();
+    let target_conninfo = target_spec.conninfo_without_password();
+    if p.in_flight() {
+        p.report.resumed = true;
+        s.say(&format!(
+            "  continuing the switchover stopped after {:?} (fenced {:.1} s ago)",
+            p.phase,
+            now() - p.fenced_at
+        ));
+    } else {
+        *p = Progress::default();
+        p.report.fence = fence_label(&o.fence);
+        preconditions(s, o).await?;
+        s.say(&format!("  fence ({})", p.report.fence));
+        p.fenced_at = now();
+        match &o.fence {
+            Fence::Readonly => {
+                let c = s.client(Side::Source).await?;
+                p.old_limit = Some(set_connection_limit(c, 0, "source").await?);
+                p.phase = Phase::Fenced;
+                record(p);
+                end_sessions(s.client(Side::Source).await?).await?;
+            }
+            Fence::Pgbouncer => bouncer(o)?.pause(o.barrier_timeout).await?,
+            Fence::Hook(cmd) => hook(cmd, "fence", &target_conninfo).await?,
+            Fence::None => {}
+        }
+        p.phase = Phase::Fenced;
+        record(p);
+    }
+    if p.phase < Phase::Sequences {
+        // Nothing takes a sequence value any more: read them now.
+        s.say("  sequences from the source, at the fence");
+        p.report.sequences_set = native::copy_seq(s, o.seq_shift).await?;
+        p.phase = Phase::Sequences;
+        record(p);
+    }
+    if p.phase < Phase::Barrier {
+        p.report.lag_at_fence_bytes = lag(s).await?.0;
+        // A transactional message after the fence: applied means all before it is applied.
+        let marker: String = s
+            .client(Side::Source)
+            .await?
+            .query_one(
+                "SELECT pg_logical_emit_message(true, 'pgtransit', 'barrier')::text",
+                &[],
+            )
+            .await
+            .map_err(|e| sql_error("writing the barrier (on the source)", e))?
+            .get(0);
+        p.report.barrier_lsn = marker.clone();
+        s.say(&format!("  barrier at {marker}: waiting for the target"));
+        let waited = Instant::now();
+        let reached = wait_barrier(s, &marker, o.barrier_timeout).await?;
+        p.report.barrier_seconds = waited.elapsed().as_secs_f64();
+        if !reached {
+            let undo = unfence(s, o, p).await;
+            p.phase = Phase::Undone;
+            record(p);
+            return Err(StepError::failed(format!(
+                "the target did not reach the barrier {marker} within {:.0} s: switchover aborted; {undo}; \
+                 the task keeps streaming",
+                o.barrier_timeout.as_secs_f64()
+            )));
+        }
+        p.phase = Phase::Barrier;
+        record(p);
+    }
+    if p.phase < Phase::Verified {
+        if let Some(mode) = o.verify {
+            s.say("  verify");
+            let vo = verify::VerifyOptions {
+                mode,
+                rechecks: 0,
+                ..Default::default()
+            };
+            let say = |l: &str| println!("{l}");
+            let v = verify::verify(task, &vo, &say).await?;
+            p.report.rows_verified = v.rows_verified;
+            if v.failures() > 0 {
+                let undo = unfence(s, o, p).await;
+                p.phase = Phase::Undone;
+                record(p);
+                return Err(StepError {
+                    kind: crate::native::StepErrorKind::Differences,
+                    message: format!(
+                        "verify found {} differing table(s) after the barrier: switchover aborted; {undo}; \
+                         see `pgtransit verify {} --mode checksum`",
+                        v.failures(),
+                        task.name
+                    ),
+                });
+            }
+        }
+        p.phase = Phase::Verified;
+        record(p);
+    }
+    if p.phase < Phase::Reversed {
+        if let Some(rev) = &o.reverse {
+            s.say(&format!(
+                "  reverse replication {} (target -> source) from here on",
+                rev.name
+            ));
+            start_reverse(rev).await?;
+            p.report.reverse = Some(rev.name.clone());
+        }
+        p.phase = Phase::Reversed;
+        record(p);
+    }
+    if p.phase < Phase::Rerouted {
+        if let Some(limit) = o.unfence_target {
+            s.say("  the target database takes connections again");
+            set_connection_limit(s.client(Side::Target).await?, limit, "target").await?;
+        }
+        match &o.reroute {
+            Reroute::Pgbouncer => {
+                let b = bouncer(o)?;
+                s.say(&format!(
+                    "  reroute: pgbouncer database {} -> {}",
+                    b.database,
+                    target_spec.display()
+                ));
+                b.reroute(&target_spec).await?;
+                p.report.rerouted = true;
+            }
+            Reroute::Hook(cmd) => {
+                s.say("  reroute");
+                hook(cmd, "reroute", &target_conninfo).await?;
+                p.report.rerouted = true;
+            }
+            Reroute::None => {}
+        }
+        p.report.downtime_seconds = now() - p.fenced_at;
+        p.phase = Phase::Rerouted;
+        record(p);
+    }
+    Ok(p.report.clone())
+}
+
+/// The lag is small enough and, for the native engine, every table streams.
+async fn preconditions(s: &mut Session<'_>, o: &SwitchoverOptions) -> Result<(), StepError> {
     let (lag0, _) = lag(s).await?;
-    r.lag_at_start_bytes = lag0;
     if lag0 > o.max_lag_bytes {
         return Err(StepError::refused(format!(
             "the target is {} behind the source (more than --max-lag {}): wait for it to catch up, \
@@ -215,7 +496,7 @@ pub async fn switchover(
             crate::catalog::pretty_bytes(o.max_lag_bytes)
         )));
     }
-    if task.engine == Engine::Native {
+    if s.task.engine == Engine::Native {
         let p = native::progress(s).await?;
         if !p.complete {
             return Err(StepError::refused(format!(
@@ -224,90 +505,29 @@ pub async fn switchover(
             )));
         }
     }
-
-    s.say(&format!("  fence ({})", r.fence));
-    let fenced_at = Instant::now();
-    let mut old_limit = -1;
-    match &o.fence {
-        Fence::Readonly => {
-            old_limit = fence_readonly(s.client(Side::Source).await?, &db, None).await?
-        }
-        Fence::Hook(cmd) => hook(cmd, "fence", &target_conninfo).await?,
-        Fence::None => {}
-    }
-    // A transactional message after the fence: applied means all before it is applied.
-    let marker: String = s
-        .client(Side::Source)
-        .await?
-        .query_one(
-            "SELECT pg_logical_emit_message(true, 'pgtransit', 'barrier')::text",
-            &[],
-        )
-        .await
-        .map_err(|e| sql_error("writing the barrier (on the source)", e))?
-        .get(0);
-    r.barrier_lsn = marker.clone();
-    s.say(&format!("  barrier at {marker}: waiting for the target"));
-    let reached = wait_barrier(s, &marker, o.barrier_timeout).await?;
-    r.barrier_seconds = fenced_at.elapsed().as_secs_f64();
-    if !reached {
-        let undo = match &o.fence {
-            Fence::Readonly => fence_readonly(s.client(Side::Source).await?, &db, Some(old_limit))
-                .await
-                .map(|_| "the source is unfenced and takes writes again".to_string())
-                .unwrap_or_else(|e| format!("UNFENCING FAILED ({}): run ALTER DATABASE {} WITH CONNECTION LIMIT {old_limit}", e.message, quote::ident(&db))),
-            Fence::Hook(_) => "undo your fence hook's effect".into(),
-            Fence::None => "nothing was fenced".into(),
-        };
-        return Err(StepError::failed(format!(
-            "the target did not reach the barrier {marker} within {:.0} s: switchover aborted; {undo}; \
-             the task keeps streaming",
-            o.barrier_timeout.as_secs_f64()
-        )));
-    }
-    s.say("  sequences from the source");
-    r.sequences_set = native::copy_seq(s, o.seq_shift).await?;
-    if let Some(mode) = o.verify {
-        s.say("  verify");
-        let vo = verify::VerifyOptions {
-            mode,
-            rechecks: 0,
-            ..Default::default()
-        };
-        let say = |l: &str| println!("{l}");
-        let v = verify::verify(task, &vo, &say).await?;
-        r.rows_verified = v.rows_verified;
-        if v.failures() > 0 {
-            if o.fence == Fence::Readonly {
-                let _ = fence_readonly(s.client(Side::Source).await?, &db, Some(old_limit)).await;
-            }
-            return Err(StepError {
-                kind: crate::native::StepErrorKind::Differences,
-                message: format!(
-                    "verify found {} differing table(s) after the barrier: switchover aborted, the source is \
-                     unfenced; see `pgtransit verify {} --mode checksum`",
-                    v.failures(),
-                    task.name
-                ),
-            });
-        }
-    }
-    if let Reroute::Hook(cmd) = &o.reroute {
-        s.say("  reroute");
-        hook(cmd, "reroute", &target_conninfo).await?;
-        r.rerouted = true;
-    }
-    r.downtime_seconds = fenced_at.elapsed().as_secs_f64();
-    Ok(r)
+    Ok(())
 }
 
 /// What the switchover would do, for --dry-run.
-pub fn plan(task: &crate::task::Task, o: &SwitchoverOptions) -> Vec<String> {
+pub fn plan(task: &Task, o: &SwitchoverOptions) -> Vec<String> {
     let db = task.source.dbname();
+    let target = task
+        .target
+        .as_ref()
+        .map(|t| t.display())
+        .unwrap_or_default();
     let mut v = vec![format!(
         "[source] check the lag is under {} and (native) every table streams",
-        o.max_lag_bytes
+        crate::catalog::pretty_bytes(o.max_lag_bytes)
     )];
+    let pgb = |what: &str| match &o.bouncer {
+        Some(b) => format!(
+            "[pgbouncer {}] {what}",
+            b.admin.with_dbname("pgbouncer").display()
+        )
+        .replace("{db}", &b.database),
+        None => format!("[pgbouncer] {what} (needs --pgbouncer and --pgbouncer-config)"),
+    };
     match &o.fence {
         Fence::Readonly => {
             v.push(format!(
@@ -316,27 +536,58 @@ pub fn plan(task: &crate::task::Task, o: &SwitchoverOptions) -> Vec<String> {
             ));
             v.push("[source] SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend';".into());
         }
+        Fence::Pgbouncer => v.push(pgb(&format!(
+            "PAUSE {{db}};  -- running transactions finish, new ones wait (at most {:.0} s)",
+            o.barrier_timeout.as_secs_f64()
+        ))),
         Fence::Hook(c) => v.push(format!("[local] sh -c {}", lit(c))),
         Fence::None => v.push("[source] no fence".into()),
     }
+    v.push(format!(
+        "[target] set every sequence from the source, shifted by {}",
+        o.seq_shift
+    ));
     v.push("[source] SELECT pg_logical_emit_message(true, 'pgtransit', 'barrier');".into());
     v.push(format!(
         "[target] wait until the apply has passed that position (at most {:.0} s; else unfence and stop)",
         o.barrier_timeout.as_secs_f64()
     ));
-    v.push(format!(
-        "[target] set every sequence from the source, shifted by {}",
-        o.seq_shift
-    ));
     if let Some(m) = o.verify {
         v.push(format!("[both] verify --mode {m:?}").to_lowercase());
     }
-    if let Reroute::Hook(c) = &o.reroute {
-        v.push(format!("[local] sh -c {} (PGTRANSIT_TARGET set)", lit(c)));
+    if let Some(rev) = &o.reverse {
+        v.push(format!(
+            "[target] create publication {} and {} for the reverse task {} (no copy: both sides are equal)",
+            quote::ident(&rev.publication),
+            match rev.engine {
+                Engine::Native => format!("[source] subscription {}", quote::ident(&rev.subscription)),
+                Engine::Stream => format!("slot {}", quote::ident(&rev.slot)),
+            },
+            rev.name
+        ));
+    }
+    if let Some(limit) = o.unfence_target {
+        v.push(format!(
+            "[target] ALTER DATABASE ... WITH CONNECTION LIMIT {limit};  -- it takes the writes again"
+        ));
+    }
+    match &o.reroute {
+        Reroute::Pgbouncer => v.push(pgb(&format!(
+            "point {{db}} at {target} in {}; RELOAD; RECONNECT {{db}}; RESUME {{db}};",
+            o.bouncer
+                .as_ref()
+                .map(|b| b.config.display().to_string())
+                .unwrap_or_default()
+        ))),
+        Reroute::Hook(c) => v.push(format!("[local] sh -c {} (PGTRANSIT_TARGET set)", lit(c))),
+        Reroute::None => v.push("[local] no reroute: point the application at the target".into()),
     }
     v.push(
         "[both] stop the worker; drop the subscription or slot, the publication and the origin"
             .into(),
     );
+    if o.reverse.is_some() {
+        v.push("[local] start the reverse task's worker".into());
+    }
     v
 }

@@ -17,7 +17,7 @@ use crate::Failure;
 
 pub use create::create;
 pub use show::{describe, list, logs, templates};
-pub use switchover::run as switchover;
+pub use switchover::{rollback, run as switchover};
 pub use terminate::terminate;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -128,16 +128,47 @@ pub struct TerminateArgs {
 #[derive(Args)]
 pub struct SwitchoverArgs {
     pub name: String,
-    /// readonly (no new session but superusers', the others ended), none, or hook:COMMAND
+    #[command(flatten)]
+    pub flags: SwitchoverFlags,
+    /// Lift the fence of a switchover that stopped halfway (before the reroute) instead of
+    /// continuing it
+    #[arg(long)]
+    pub undo: bool,
+    /// Print every action without running anything
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The switchover's choices; recorded with its progress (without passwords) so that a
+/// switchover that stopped halfway continues with the choices it started with.
+#[derive(Args, Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct SwitchoverFlags {
+    /// readonly (no new session but superusers', the others ended), pgbouncer (PAUSE:
+    /// clients wait), none, or hook:COMMAND
     #[arg(long, default_value = "readonly")]
     pub fence: String,
-    /// none, or hook:COMMAND (run with PGTRANSIT_TARGET set to the target, no password)
+    /// pgbouncer (the database entry points at the target, RELOAD, RESUME), none, or
+    /// hook:COMMAND (run with PGTRANSIT_TARGET set to the target, no password)
     #[arg(long, default_value = "none")]
     pub reroute: String,
+    /// pgbouncer's admin console, e.g. postgres://pgbouncer@10.0.0.5:6432/pgbouncer (the
+    /// password from .pgpass or PGPASSWORD)
+    #[arg(long, value_name = "URL")]
+    pub pgbouncer: Option<String>,
+    /// pgbouncer's database entry the application uses (default: the source's database name)
+    #[arg(long, value_name = "NAME")]
+    pub pgbouncer_db: Option<String>,
+    /// The file with that entry in its [databases] section (pgbouncer.ini or a file it
+    /// includes); rewritten by --reroute pgbouncer
+    #[arg(long, value_name = "FILE")]
+    pub pgbouncer_config: Option<PathBuf>,
     /// Refuse to start when the target is further behind than this many bytes
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_lag: i64,
-    /// Seconds to wait for the target to reach the barrier; then the fence is undone
+    /// Seconds to wait for the target to reach the barrier (and for pgbouncer's PAUSE);
+    /// then the fence is undone
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub barrier_timeout: u64,
     /// Added to each sequence in its own direction
@@ -146,11 +177,10 @@ pub struct SwitchoverArgs {
     /// count, checksum or none
     #[arg(long, default_value = "count")]
     pub verify: String,
-    /// Print every action without running anything
+    /// Replicate from the new primary back to the old one (task NAME-reverse), so that
+    /// `pgtransit rollback NAME` can switch back
     #[arg(long)]
-    pub dry_run: bool,
-    #[arg(long)]
-    pub json: bool,
+    pub reverse: bool,
 }
 
 /// `pgtransit run NAME`: the worker in the foreground.

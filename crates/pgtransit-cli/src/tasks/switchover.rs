@@ -1,48 +1,108 @@
-//! `pgtransit switchover NAME`: fence, barrier, sequences, verify, reroute, then the
-//! forward replication is removed and the report kept with the task.
+//! `pgtransit switchover NAME` and `pgtransit rollback NAME`: fence, sequences, barrier,
+//! verify, reverse replication, reroute; then the forward replication is removed and the
+//! report kept with the task. Each phase is recorded in the task store: running the
+//! command again continues a switchover that stopped halfway, `--undo` lifts its fence.
 
 use std::time::Duration;
 
+use pgtransit::conn::ConnSpec;
 use pgtransit::native::Session;
-use pgtransit::switchover::{self, Fence, Reroute, SwitchoverOptions};
-use pgtransit::task::Task;
+use pgtransit::pgbouncer::Bouncer;
+use pgtransit::state::{secrets, Store, TaskRecord};
+use pgtransit::switchover::{self, Fence, Phase, Progress, Reroute, SwitchoverOptions};
+use pgtransit::task::{Engine, Task};
 
-use super::{json_out, store, SwitchoverArgs};
+use super::{json_out, store, SwitchoverArgs, SwitchoverFlags};
 use crate::Failure;
+
+/// What the store keeps per switchover: the choices and how far it got.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Saved {
+    flags: SwitchoverFlags,
+    progress: Progress,
+}
+
+fn load(st: &Store, name: &str) -> Result<Option<Saved>, Failure> {
+    Ok(st
+        .switchover(name)
+        .map_err(|e| Failure::other(e.0))?
+        .and_then(|j| serde_json::from_str(&j).ok()))
+}
+
+fn save(name: &str, flags: &SwitchoverFlags, p: &Progress) {
+    let mut flags = flags.clone();
+    flags.pgbouncer = flags
+        .pgbouncer
+        .as_deref()
+        .map(pgtransit::task::strip_conn_string_password);
+    let saved = Saved {
+        flags,
+        progress: p.clone(),
+    };
+    if let (Ok(st), Ok(json)) = (store(), serde_json::to_string(&saved)) {
+        let _ = st.set_switchover(name, &json);
+    }
+}
 
 fn fence(v: &str) -> Result<Fence, Failure> {
     match v {
         "readonly" => Ok(Fence::Readonly),
+        "pgbouncer" => Ok(Fence::Pgbouncer),
         "none" => Ok(Fence::None),
         h if h.starts_with("hook:") => Ok(Fence::Hook(h[5..].to_string())),
         other => Err(Failure::usage(format!(
-            "--fence {other}: use readonly, none or hook:COMMAND"
+            "--fence {other}: use readonly, pgbouncer, none or hook:COMMAND"
         ))),
     }
 }
 
 fn reroute(v: &str) -> Result<Reroute, Failure> {
     match v {
+        "pgbouncer" => Ok(Reroute::Pgbouncer),
         "none" => Ok(Reroute::None),
         h if h.starts_with("hook:") => Ok(Reroute::Hook(h[5..].to_string())),
         other => Err(Failure::usage(format!(
-            "--reroute {other}: use none or hook:COMMAND"
+            "--reroute {other}: use pgbouncer, none or hook:COMMAND"
         ))),
     }
 }
 
-pub async fn run(a: SwitchoverArgs) -> Result<u8, Failure> {
-    let rec = store()?
-        .existing(&a.name)
-        .map_err(|e| Failure::usage(e.0))?;
-    let task = Task::parse(&rec.spec, &rec.name)?;
-    let o = SwitchoverOptions {
-        fence: fence(&a.fence)?,
-        reroute: reroute(&a.reroute)?,
-        max_lag_bytes: a.max_lag,
-        barrier_timeout: Duration::from_secs(a.barrier_timeout),
-        seq_shift: a.seq_shift,
-        verify: match a.verify.as_str() {
+fn bouncer(f: &SwitchoverFlags, task: &Task) -> Result<Option<Bouncer>, Failure> {
+    let wanted = f.fence == "pgbouncer" || f.reroute == "pgbouncer";
+    let (Some(url), Some(config)) = (&f.pgbouncer, &f.pgbouncer_config) else {
+        if wanted {
+            return Err(Failure::usage(
+                "the pgbouncer fence and reroute need --pgbouncer ADMIN_URL (its admin console) and \
+                 --pgbouncer-config FILE (the file with the database entry)",
+            ));
+        }
+        return Ok(None);
+    };
+    let admin = ConnSpec::parse(url).map_err(|e| Failure::usage(format!("--pgbouncer: {e}")))?;
+    Ok(Some(Bouncer {
+        admin,
+        database: f
+            .pgbouncer_db
+            .clone()
+            .unwrap_or_else(|| task.source.dbname()),
+        config: config.clone(),
+    }))
+}
+
+fn options(
+    f: &SwitchoverFlags,
+    task: &Task,
+    reverse: Option<Task>,
+    unfence_target: Option<i32>,
+) -> Result<SwitchoverOptions, Failure> {
+    Ok(SwitchoverOptions {
+        fence: fence(&f.fence)?,
+        reroute: reroute(&f.reroute)?,
+        bouncer: bouncer(f, task)?,
+        max_lag_bytes: f.max_lag,
+        barrier_timeout: Duration::from_secs(f.barrier_timeout),
+        seq_shift: f.seq_shift,
+        verify: match f.verify.as_str() {
             "count" => Some(pgtransit::verify::Mode::Count),
             "checksum" => Some(pgtransit::verify::Mode::Checksum),
             "none" => None,
@@ -52,33 +112,227 @@ pub async fn run(a: SwitchoverArgs) -> Result<u8, Failure> {
                 )))
             }
         },
+        reverse,
+        unfence_target,
+    })
+}
+
+/// The reverse task's record (created once, before its replication exists, so that an
+/// undo or terminate finds it), with its own copy of the task's password file.
+fn reverse_task(st: &Store, task: &Task) -> Result<Task, Failure> {
+    let mut rev = task
+        .reversed()
+        .ok_or_else(|| Failure::usage("--reverse needs the task's target"))?;
+    if let Some(rec) = st.task(&rev.name).map_err(|e| Failure::other(e.0))? {
+        return Ok(Task::parse(&rec.spec, &rec.name)?);
+    }
+    {
+        let mut specs: Vec<&mut ConnSpec> = vec![&mut rev.source];
+        if let Some(t) = rev.target.as_mut() {
+            specs.push(t);
+        }
+        secrets::share(st.home(), &task.name, &rev.name, &mut specs).map_err(|e| {
+            Failure::other(format!(
+                "cannot write the reverse task's password file: {e}"
+            ))
+        })?;
+    }
+    let now = pgtransit::state::now();
+    let rec = TaskRecord {
+        name: rev.name.clone(),
+        spec: pgtransit::task::to_native_yaml(&rev),
+        engine: match rev.engine {
+            Engine::Stream => "stream".into(),
+            Engine::Native => "native".into(),
+        },
+        source: rev.source.masked(),
+        target: rev.target.as_ref().map(|t| t.masked()).unwrap_or_default(),
+        status: "created".into(),
+        reason: Some(format!("replicates back to {}'s source", task.name)),
+        created_at: now,
+        updated_at: now,
+        pid: None,
+        metrics_addr: None,
     };
+    let enabled = [
+        ("precheck", false),
+        ("init-struct", false),
+        ("init-data", false),
+        ("cdc", true),
+    ];
+    st.create_task(&rec, &enabled)
+        .map_err(|e| Failure::other(e.0))?;
+    Ok(rev)
+}
+
+/// Remove a reverse task whose switchover was undone: its replication and its record.
+async fn drop_reverse(st: &Store, name: &str) -> Result<(), Failure> {
+    let Some(rec) = st.task(name).map_err(|e| Failure::other(e.0))? else {
+        return Ok(());
+    };
+    let rev = Task::parse(&rec.spec, &rec.name)?;
+    let mut s = Session::new(&rev, |_| {});
+    pgtransit::terminate::cleanup(&mut s).await?;
+    st.delete_task(name).map_err(|e| Failure::other(e.0))
+}
+
+pub async fn run(a: SwitchoverArgs) -> Result<u8, Failure> {
+    let st = store()?;
+    st.existing(&a.name).map_err(|e| Failure::usage(e.0))?;
+    drop(st);
+    move_writes(a, None).await
+}
+
+/// `pgtransit rollback NAME`: the switchover of NAME's reverse task, which gives the old
+/// source its connection limit back if the switchover fenced it readonly.
+pub async fn rollback(a: SwitchoverArgs) -> Result<u8, Failure> {
+    if a.flags.reverse {
+        return Err(Failure::usage(
+            "rollback --reverse: a rollback does not replicate forward again; create a new task",
+        ));
+    }
+    let st = store()?;
+    st.existing(&a.name).map_err(|e| Failure::usage(e.0))?;
+    let saved = load(&st, &a.name)?.filter(|s| s.progress.phase == Phase::Done);
+    let Some(saved) = saved else {
+        return Err(Failure::usage(format!(
+            "task {} has not switched over: nothing to roll back",
+            a.name
+        )));
+    };
+    let Some(rev) = saved.progress.report.reverse.clone() else {
+        return Err(Failure::usage(format!(
+            "task {} switched over without --reverse: nothing replicates back to the old source, \
+             so it may have missed writes; rollback needs `switchover --reverse`",
+            a.name
+        )));
+    };
+    let unfence = if saved.flags.fence == "readonly" {
+        saved.progress.old_limit
+    } else {
+        None
+    };
+    drop(st);
+    let forward = a.name.clone();
+    let code = move_writes(SwitchoverArgs { name: rev, ..a }, unfence).await?;
+    let st = store()?;
+    let _ = st.set_status(
+        &forward,
+        "rolled-back",
+        Some("the writes went back to the source (see the -reverse task)"),
+    );
+    Ok(code)
+}
+
+/// Switch the writes of task `a.name` over to its target. `unfence` (rollback): the
+/// connection limit the target had before the forward switchover's readonly fence.
+async fn move_writes(a: SwitchoverArgs, unfence: Option<i32>) -> Result<u8, Failure> {
+    let st = store()?;
+    let rec = st.existing(&a.name).map_err(|e| Failure::usage(e.0))?;
+    let task = Task::parse(&rec.spec, &rec.name)?;
+    let saved = load(&st, &a.name)?;
+    let in_flight = saved.as_ref().is_some_and(|s| s.progress.in_flight());
+    if saved
+        .as_ref()
+        .is_some_and(|s| s.progress.phase == Phase::Done)
+    {
+        return Err(Failure::usage(format!(
+            "task {} has already switched over",
+            a.name
+        )));
+    }
+    let flags = match (&saved, in_flight) {
+        (Some(s), true) => {
+            if !a.json {
+                println!(
+                    "a switchover of {} stopped after {:?}: {} it with the options it started with",
+                    a.name,
+                    s.progress.phase,
+                    if a.undo { "undoing" } else { "continuing" }
+                );
+            }
+            // The recorded URL has no password; the one given now may.
+            let mut f = s.flags.clone();
+            if a.flags.pgbouncer.is_some() {
+                f.pgbouncer = a.flags.pgbouncer.clone();
+            }
+            f
+        }
+        _ => a.flags.clone(),
+    };
+    let mut progress = saved.map(|s| s.progress).unwrap_or_default();
+    let quiet = a.json;
+    let say = move |l: &str| {
+        if !quiet {
+            println!("{l}")
+        }
+    };
+
+    if a.undo {
+        if !in_flight {
+            return Err(Failure::usage(format!(
+                "task {} has no switchover in flight: nothing to undo",
+                a.name
+            )));
+        }
+        let o = options(&flags, &task, None, None)?;
+        let mut s = Session::new(&task, say);
+        let said = switchover::undo(&mut s, &o, &mut progress).await?;
+        if let Some(rev) = &progress.report.reverse {
+            drop_reverse(&st, rev).await?;
+        }
+        save(&a.name, &flags, &progress);
+        let _ = st.log(&a.name, "switchover", &format!("switchover undone: {said}"));
+        println!("switchover undone: {said}; the task keeps streaming");
+        return Ok(0);
+    }
+
+    let reverse = if flags.reverse {
+        if a.dry_run {
+            task.reversed()
+        } else {
+            Some(reverse_task(&st, &task)?)
+        }
+    } else {
+        None
+    };
+    let o = options(&flags, &task, reverse, unfence)?;
     if a.dry_run {
         for line in switchover::plan(&task, &o) {
             println!("{line}");
         }
         return Ok(0);
     }
+    drop(st);
     let log = |line: &str| {
         if let Ok(s) = store() {
             let _ = s.log(&a.name, "switchover", line);
         }
     };
     log("switchover: started");
-    let quiet = a.json;
-    let mut s = Session::new(&task, move |l| {
-        if !quiet {
-            println!("{l}")
-        }
-    });
-    let report = match switchover::switchover(&mut s, &o).await {
+    let mut s = Session::new(&task, say);
+    let mut record = |p: &Progress| save(&a.name, &flags, p);
+    let result = switchover::switchover(&mut s, &o, &mut progress, &mut record).await;
+    drop(s);
+    let report = match result {
         Ok(r) => r,
         Err(e) => {
             log(&format!("switchover: failed: {}", e.message));
+            if progress.phase == Phase::Undone {
+                if let Some(rev) = &o.reverse {
+                    drop_reverse(&store()?, &rev.name).await?;
+                }
+            } else if progress.in_flight() {
+                log("switchover: stopped halfway; run it again to continue, or with --undo");
+                eprintln!(
+                    "the switchover stopped after {:?} and the source is still fenced: run `pgtransit \
+                     switchover {}` again to continue, or with --undo to lift the fence",
+                    progress.phase, a.name
+                );
+            }
             return Err(e.into());
         }
     };
-    drop(s);
     // The target takes the writes now: the forward replication goes.
     let rec = store()?
         .existing(&a.name)
@@ -86,16 +340,25 @@ pub async fn run(a: SwitchoverArgs) -> Result<u8, Failure> {
     super::terminate::stop_worker(rec.pid, Duration::from_secs(30)).await;
     let mut s = Session::new(&task, |_| {});
     let cleanup = pgtransit::terminate::cleanup(&mut s).await?;
+    drop(s);
+    progress.phase = Phase::Done;
+    save(&a.name, &flags, &progress);
     let summary = format!(
-        "switched over: write downtime {:.2} s (fence {}), barrier {} reached in {:.2} s, {} sequence(s) set, \
-         {} rows verified{}",
+        "switched over: write downtime {:.2} s (fence {}), lag at the fence {}, barrier {} reached in {:.2} s, \
+         {} sequence(s) set, {} rows verified{}{}",
         report.downtime_seconds,
         report.fence,
+        pgtransit::catalog::pretty_bytes(report.lag_at_fence_bytes),
         report.barrier_lsn,
         report.barrier_seconds,
         report.sequences_set,
         report.rows_verified,
-        if report.rerouted { ", rerouted" } else { "" }
+        if report.rerouted { ", rerouted" } else { "" },
+        report
+            .reverse
+            .as_ref()
+            .map(|r| format!(", replicating back with task {r}"))
+            .unwrap_or_default()
     );
     let st = store()?;
     let _ = st.log(
@@ -106,6 +369,10 @@ pub async fn run(a: SwitchoverArgs) -> Result<u8, Failure> {
     let _ = st.log(&a.name, "switchover", &summary);
     let _ = st.set_worker(&a.name, None, None);
     let _ = st.set_status(&a.name, "switched-over", Some(&summary));
+    drop(st);
+    if let Some(rev) = &report.reverse {
+        super::create::start_worker(rev, None, a.json).await?;
+    }
     if a.json {
         json_out(&serde_json::json!({"report": report, "cleanup": cleanup}))?;
     } else {
@@ -118,8 +385,15 @@ pub async fn run(a: SwitchoverArgs) -> Result<u8, Failure> {
         println!("{summary}");
         if o.fence == Fence::Readonly {
             println!(
-                "the source database stays fenced (superusers only); to reopen it: ALTER DATABASE {} WITH CONNECTION LIMIT -1;",
-                pgtransit::quote::ident(&task.source.dbname())
+                "the source database stays fenced (superusers only){}; to reopen it by hand: \
+                 ALTER DATABASE {} WITH CONNECTION LIMIT {};",
+                if report.reverse.is_some() {
+                    ", `pgtransit rollback` reopens it"
+                } else {
+                    ""
+                },
+                pgtransit::quote::ident(&task.source.dbname()),
+                progress.old_limit.unwrap_or(-1)
             );
         }
     }

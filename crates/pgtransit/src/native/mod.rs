@@ -21,6 +21,7 @@ pub use plan::{Action, Plan};
 pub use progress::{plan_progress, progress, Progress, TableProgress};
 pub use schema::{copy_schema, plan_copy_schema, SchemaOptions, Section};
 pub use steps::{
-    copy_seq, create_pub, create_sub, drop_pub, drop_sub, plan_copy_seq, plan_create_pub,
-    plan_create_sub, plan_drop_pub, plan_drop_sub, plan_refresh, refresh, DropSubOutcome,
+    copy_seq, create_pub, create_sub, create_sub_without_copy, drop_pub, drop_sub, plan_copy_seq,
+    plan_create_pub, plan_create_sub, plan_drop_pub, plan_drop_sub, plan_refresh, refresh,
+    DropSubOutcome,
 };

@@ -228,6 +228,17 @@ fn mask_sub_conn(text: &str, sub_conn: &str) -> String {
 }
 
 pub async fn create_sub(s: &mut Session<'_>) -> Result<(), StepError> {
+    create_sub_with(s, true).await
+}
+
+/// The subscription without its initial copy: it streams from the slot's creation on. A
+/// switchover's reverse replication starts so, in the fenced window where both sides are
+/// equal.
+pub async fn create_sub_without_copy(s: &mut Session<'_>) -> Result<(), StepError> {
+    create_sub_with(s, false).await
+}
+
+async fn create_sub_with(s: &mut Session<'_>, copy_data: bool) -> Result<(), StepError> {
     let task = s.task;
     match subscription(s).await?.0 {
         Ownership::Ours => {
@@ -281,9 +292,14 @@ pub async fn create_sub(s: &mut Session<'_>) -> Result<(), StepError> {
         task,
         &[("src_version", Value::Raw(version.to_string()))],
     );
-    let stmts = s
+    let mut stmts = s
         .generate(Side::Target, "building CREATE SUBSCRIPTION", &query)
         .await?;
+    if !copy_data {
+        for st in stmts.iter_mut() {
+            *st = st.replacen("WITH (slot_name", "WITH (copy_data = false, slot_name", 1);
+        }
+    }
     let sub_conn = task.sub_conn.clone();
     s.run_statements(Side::Target, &stmts, |t| mask_sub_conn(t, &sub_conn))
         .await

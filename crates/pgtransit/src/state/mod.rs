@@ -144,6 +144,10 @@ CREATE TABLE IF NOT EXISTS leftovers (
     task TEXT PRIMARY KEY,
     json TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS switchovers (
+    task TEXT PRIMARY KEY,
+    json TEXT NOT NULL
+);
 ";
 
 fn private_dir(p: &Path) -> Result<(), StoreError> {
@@ -412,6 +416,26 @@ impl Store {
             .unwrap_or_default())
     }
 
+    /// A switchover's recorded progress (JSON), so that a crashed one is continued or undone.
+    pub fn set_switchover(&self, name: &str, json: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO switchovers (task, json) VALUES (?1, ?2) ON CONFLICT (task) DO UPDATE SET json = excluded.json",
+            params![name, json],
+        )?;
+        Ok(())
+    }
+
+    pub fn switchover(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT json FROM switchovers WHERE task = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     /// Forget a task: its record, steps, logs, metrics and its secrets file.
     pub fn delete_task(&self, name: &str) -> Result<(), StoreError> {
         let tx = self.conn.unchecked_transaction()?;
@@ -422,6 +446,7 @@ impl Store {
             "metrics",
             "metric_samples",
             "leftovers",
+            "switchovers",
         ] {
             let col = if table == "tasks" { "name" } else { "task" };
             tx.execute(&format!("DELETE FROM {table} WHERE {col} = ?1"), [name])?;

@@ -55,6 +55,36 @@ pub fn take_passwords(home: &Path, task: &str, specs: &mut [&mut ConnSpec]) -> s
     Ok(())
 }
 
+/// Give task `to` its own copy of task `from`'s password file (each task's file goes with
+/// it), and point the specs that used the old one at the copy.
+pub fn share(
+    home: &Path,
+    from: &str,
+    to: &str,
+    specs: &mut [&mut ConnSpec],
+) -> std::io::Result<()> {
+    let old = file(home, from);
+    if !old.exists() {
+        return Ok(());
+    }
+    let new = file(home, to);
+    let text = std::fs::read(&old)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&new)?;
+    f.write_all(&text)?;
+    let old = old.display().to_string();
+    for s in specs.iter_mut() {
+        if s.passfile.as_deref() == Some(old.as_str()) {
+            s.passfile = Some(new.display().to_string());
+        }
+    }
+    Ok(())
+}
+
 pub fn remove(home: &Path, task: &str) {
     let _ = std::fs::remove_file(file(home, task));
 }

@@ -124,6 +124,32 @@ impl Task {
     }
 }
 
+impl Task {
+    /// The replication back from the target to the source after a switchover (`--reverse`):
+    /// the same tables and engine, named `NAME-reverse`, with only the change stream (both
+    /// sides are equal when it starts, inside the switchover's fenced window).
+    pub fn reversed(&self) -> Option<Task> {
+        let target = self.target.clone()?;
+        let mut t = native::resolve_defaults(
+            format!("{}-reverse", self.name),
+            target,
+            Some(self.source.clone()),
+            native::NativeOptions::default(),
+            self.objects.clone(),
+            Steps {
+                precheck: false,
+                init_struct: false,
+                init_data: false,
+                cdc: true,
+            },
+            self.engine,
+        );
+        t.table_jobs = self.table_jobs;
+        t.index_jobs = self.index_jobs;
+        Some(t)
+    }
+}
+
 /// `~/` at the start of a path, as a shell would expand it.
 pub(crate) fn expand_home(p: &str) -> PathBuf {
     match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
