@@ -160,9 +160,14 @@ fn main() -> ExitCode {
     // tokio-postgres logs every statement's text at debug level, and a statement can carry a
     // secret (CREATE SUBSCRIPTION ... CONNECTION '... password=...'): keep it at info
     // whatever PGTRANSIT_LOG asks for.
-    let wanted = std::env::var("PGTRANSIT_LOG").unwrap_or_else(|_| "warn".into());
-    let filter = tracing_subscriber::EnvFilter::try_new(format!("{wanted},tokio_postgres=info"))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,tokio_postgres=info"));
+    // Server NOTICEs (logged by tokio-postgres at info) only when logging was asked for.
+    let (wanted, notices) = match std::env::var("PGTRANSIT_LOG") {
+        Ok(w) => (w, "info"),
+        Err(_) => ("warn".to_string(), "warn"),
+    };
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(format!("{wanted},tokio_postgres={notices}"))
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,tokio_postgres=info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -395,7 +395,7 @@ fn no_password_in_any_output() {
         vec!["task", "show", "-t", n, "--json"],
         vec!["demo", "--problems"],
         vec!["demo", "--problems", "--json"],
-        vec!["demo"],
+        vec!["demo", "--pigsty"],
         vec!["--help"],
     ];
     for args in runs {

@@ -440,3 +440,52 @@ fn pgbouncer_switchover_and_rollback_under_pgbench_without_a_failed_transaction(
     assert_eq!(d["status"], "rolled-back", "{d:#}");
     nothing_left(&p);
 }
+
+/// A switchover that dies halfway leaves the source fenced and says so; `--undo` lifts the
+/// fence, and after a second crash a plain rerun continues from the recorded phase.
+#[test]
+fn a_crashed_switchover_is_undone_or_continued() {
+    let p = pair_with_app();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    start_task(h, &p, "s3", "stream");
+    let crash = |phase: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_pgtransit"))
+            .args(["switchover", "s3", "--fence", "readonly"])
+            .env("PGTRANSIT_HOME", h)
+            .env("PGTRANSIT_CRASH_AFTER", phase)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(9), "{}", text(&o));
+    };
+    crash("barrier");
+    assert!(
+        app_write(&p).is_err(),
+        "the source stays fenced after a crash"
+    );
+    let d: serde_json::Value =
+        serde_json::from_str(&pt_ok(h, &["describe", "s3", "--json"])).unwrap();
+    assert_eq!(d["switchover"]["phase"], "barrier", "{d:#}");
+    assert!(d["next"].as_str().unwrap().contains("--undo"), "{d:#}");
+    let out = pt_ok(h, &["switchover", "s3", "--undo"]);
+    assert!(out.contains("undone") && out.contains("unfenced"), "{out}");
+    app_write(&p).expect("the source takes writes after --undo");
+
+    crash("verified");
+    assert!(app_write(&p).is_err(), "fenced again");
+    let out = pt_ok(h, &["switchover", "s3"]);
+    eprintln!("{out}");
+    assert!(
+        out.contains("continuing") && out.contains("switched over"),
+        "{out}"
+    );
+    let d: serde_json::Value =
+        serde_json::from_str(&pt_ok(h, &["describe", "s3", "--json"])).unwrap();
+    assert_eq!(d["status"], "switched-over", "{d:#}");
+    assert_eq!(d["switchover"]["report"]["resumed"], true, "{d:#}");
+    assert_eq!(
+        content_hash(&p.source, "public.orders"),
+        content_hash(&p.target, "public.orders")
+    );
+    nothing_left(&p);
+}

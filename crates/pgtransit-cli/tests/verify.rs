@@ -13,10 +13,15 @@ fn checksum_names_rows_changed_deleted_and_added_on_the_target() {
             DB,
             "ALTER TABLE pgbench_history REPLICA IDENTITY FULL; \
              INSERT INTO pgbench_history SELECT 1, 1, g, 5, now() FROM generate_series(1, 10) g; \
-             CREATE TABLE pairs (a text, b int, v jsonb, t timestamptz, PRIMARY KEY (a, b)); \
-             INSERT INTO pairs SELECT 'k' || g, g % 3, jsonb_build_object('g', g), '2024-01-01'::timestamptz + g * interval '1 h' \
-             FROM generate_series(1, 500) g;",
+             CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy'); \
+             CREATE TABLE pairs (a text, b int, v jsonb, t timestamptz, m mood, ms mood[], PRIMARY KEY (a, b)); \
+             INSERT INTO pairs SELECT 'k' || g, g % 3, jsonb_build_object('g', g), '2024-01-01'::timestamptz + g * interval '1 h', \
+             'ok', '{sad,happy}' FROM generate_series(1, 500) g;",
         )
+        .unwrap();
+    // The enum's values get other oids on the target: the checksum must not hash oids.
+    p.target
+        .psql(DB, "CREATE TYPE filler AS ENUM ('a', 'b', 'c', 'd', 'e')")
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let task = stream_task_file(&p, dir.path(), "v");

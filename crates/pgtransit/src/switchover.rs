@@ -115,10 +115,11 @@ fn lit(s: &str) -> String {
     quote::literal(s)
 }
 
-/// How far the target's apply is behind the source's current WAL, in bytes.
+/// How far the target's apply is behind the source's current WAL, in bytes, and the
+/// position it has applied.
 async fn lag(s: &mut Session<'_>) -> Result<(i64, Option<String>), StepError> {
     let task = s.task;
-    let applied: Option<String> = match task.engine {
+    let origin: Option<String> = match task.engine {
         Engine::Stream => {
             let origin = crate::stream::origin_name(task);
             s.client(Side::Target)
@@ -131,7 +132,13 @@ async fn lag(s: &mut Session<'_>) -> Result<(i64, Option<String>), StepError> {
                 .map_err(|e| sql_error("reading the apply position (on the target)", e))?
                 .get(0)
         }
-        Engine::Native => s
+        Engine::Native => None,
+    };
+    // The native subscription confirms what it applied on the slot; so does the stream
+    // engine, whose origin has no position before its first transaction (a quiet source).
+    let applied = match origin {
+        Some(o) => Some(o),
+        None => s
             .client(Side::Source)
             .await?
             .query_opt(
@@ -386,16 +393,23 @@ pub async fn switchover(
     if p.phase < Phase::Barrier {
         p.report.lag_at_fence_bytes = lag(s).await?.0;
         // A transactional message after the fence: applied means all before it is applied.
-        let marker: String = s
+        // Its commit is flushed at once (the walsender sends only flushed WAL), also where
+        // synchronous_commit is off.
+        let marker = s
             .client(Side::Source)
             .await?
-            .query_one(
-                "SELECT pg_logical_emit_message(true, 'pgtransit', 'barrier')::text",
-                &[],
+            .simple_query(
+                "BEGIN; SET LOCAL synchronous_commit = on; \
+                 SELECT pg_logical_emit_message(true, 'pgtransit', 'barrier')::text; COMMIT",
             )
             .await
             .map_err(|e| sql_error("writing the barrier (on the source)", e))?
-            .get(0);
+            .into_iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                _ => None,
+            })
+            .ok_or_else(|| StepError::failed("the barrier message returned no position"))?;
         p.report.barrier_lsn = marker.clone();
         s.say(&format!("  barrier at {marker}: waiting for the target"));
         let waited = Instant::now();

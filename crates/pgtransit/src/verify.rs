@@ -99,7 +99,9 @@ struct Table {
     /// A single integer key: chunks are ranges of it.
     int_key: bool,
     /// The row hash: `hash_record_extended` (type hash functions, no text conversion; 14+)
-    /// when every column's type can be hashed, else md5 of the row's text.
+    /// when every column's type can be hashed, else md5 of the row's text. An enum hashes
+    /// its value's oid, which differs between clusters: tables with enums (also in arrays,
+    /// domains or composites) take the text form.
     hash: &'static str,
 }
 
@@ -137,6 +139,14 @@ async fn tables(task: &Task, source: &Client, only: &[String]) -> Result<Vec<Tab
                        WHEN ty.typtype = 'e' THEN 'anyenum'::regtype::oid \
                        WHEN ty.typtype IN ('r', 'm') THEN 'anyrange'::regtype::oid \
                        WHEN ty.typtype = 'd' THEN ty.typbasetype ELSE ty.oid END)) \
+                 AND NOT EXISTS ( \
+                   SELECT 1 FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid \
+                   LEFT JOIN pg_type el ON el.oid = ty.typelem AND ty.typcategory = 'A' \
+                   LEFT JOIN pg_type b ON b.oid = ty.typbasetype \
+                   LEFT JOIN pg_type bel ON bel.oid = b.typelem AND b.typcategory = 'A' \
+                   WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+                   AND (ty.typtype IN ('e', 'c') OR el.typtype IN ('e', 'c') \
+                        OR b.typtype IN ('e', 'c') OR bel.typtype IN ('e', 'c'))) \
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
                  WHERE c.relkind = 'r' AND c.relpersistence = 'p' \
                  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e') \

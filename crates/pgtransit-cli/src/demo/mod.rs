@@ -1,8 +1,10 @@
-//! `pgtransit demo`: two sandbox clusters and a migration between them (the native engine
-//! for now), or with `--problems` a sample database full of typical problems and the
+//! `pgtransit demo`: two sandbox clusters, a pgbouncer and a live workload, and the whole
+//! migration with switchover (`show`); with `--pigsty` the Pigsty flow step by step on the
+//! native engine; with `--problems` a sample database full of typical problems and the
 //! pre-migration check on it.
 
 mod native;
+mod show;
 
 use clap::Args;
 use pgsandbox::{Builder, Cluster};
@@ -16,9 +18,13 @@ pub const SAMPLE_SQL: &str = include_str!("sample.sql");
 
 #[derive(Args)]
 pub struct DemoArgs {
-    /// Which engine migrates (the stream engine lands with issues 4 and 5)
-    #[arg(long, value_enum, default_value = "native")]
+    /// Which engine migrates
+    #[arg(long, value_enum, default_value = "stream")]
     engine: EngineArg,
+    /// Instead: the Pigsty flow (copy-schema, create-pub, create-sub, ...) step by step on
+    /// the native engine
+    #[arg(long, conflicts_with = "problems")]
+    pigsty: bool,
     /// Instead of a migration: the check on a database full of typical problems
     #[arg(long)]
     problems: bool,
@@ -69,12 +75,14 @@ pub async fn run(args: DemoArgs) -> Result<u8, Failure> {
     if args.problems {
         return problems(args).await;
     }
-    match args.engine {
-        EngineArg::Native => native::run().await,
-        EngineArg::Stream => Err(Failure::usage(
-            "the stream engine is not built yet: run `pgtransit demo --engine native`, or `--problems` for the check",
-        )),
+    if args.pigsty {
+        return native::run().await;
     }
+    show::run(match args.engine {
+        EngineArg::Native => "native",
+        EngineArg::Stream => "stream",
+    })
+    .await
 }
 
 async fn problems(args: DemoArgs) -> Result<u8, Failure> {

@@ -189,9 +189,27 @@ async fn live(task: &Task) -> Live {
 }
 
 /// What the user should do next, from the task's state.
-fn next_action(t: &TaskRecord, steps: &[StepRecord]) -> String {
+fn next_action(t: &TaskRecord, steps: &[StepRecord], sw: Option<&serde_json::Value>) -> String {
     let name = &t.name;
     let status = effective_status(t);
+    let phase = sw
+        .and_then(|v| v["progress"]["phase"].as_str())
+        .unwrap_or("");
+    if !matches!(phase, "" | "started" | "done" | "undone") {
+        return format!(
+            "a switchover stopped after its `{phase}` phase, with the source fenced: `pgtransit switchover \
+             {name}` continues it, `pgtransit switchover {name} --undo` lifts the fence"
+        );
+    }
+    if status == "switched-over" {
+        return match sw.and_then(|v| v["progress"]["report"]["reverse"].as_str()) {
+            Some(rev) => format!(
+                "switched over; {rev} replicates the target's writes back: `pgtransit rollback {name}` \
+                 switches back, `pgtransit terminate {rev}` ends the way back"
+            ),
+            None => "switched over: the target takes the writes; nothing is left to do".into(),
+        };
+    }
     if status == "terminating" {
         return format!("the source or target was unreachable during terminate: bring it back, then `pgtransit terminate {name}` (or `--force` to forget the task)");
     }
@@ -208,7 +226,7 @@ fn next_action(t: &TaskRecord, steps: &[StepRecord]) -> String {
         .iter()
         .any(|s| s.step == "cdc" && s.status == "running")
     {
-        return format!("streaming: when the lag is small, switch over (issue 7), or `pgtransit terminate {name}` to stop and clean up");
+        return format!("streaming: when the lag is small, `pgtransit switchover {name} --dry-run` shows the switchover; `pgtransit terminate {name}` stops and cleans up");
     }
     format!("the worker is running; follow it with `pgtransit logs {name} --follow`")
 }
@@ -220,9 +238,13 @@ pub async fn describe(a: NameArgs) -> Result<u8, Failure> {
         let steps = store.steps(&a.name).map_err(|e| Failure::other(e.0))?;
         let metrics = store.metrics(&a.name).map_err(|e| Failure::other(e.0))?;
         let left = store.leftovers(&a.name).map_err(|e| Failure::other(e.0))?;
-        (t, steps, (metrics, left))
+        let sw: Option<serde_json::Value> = store
+            .switchover(&a.name)
+            .map_err(|e| Failure::other(e.0))?
+            .and_then(|j| serde_json::from_str(&j).ok());
+        (t, steps, (metrics, left, sw))
     };
-    let (metrics, left) = metrics;
+    let (metrics, left, sw) = metrics;
     let task = Task::parse(&t.spec, &t.name)?;
     let live = live(&task).await;
     let mut warnings = Vec::new();
@@ -254,7 +276,7 @@ pub async fn describe(a: NameArgs) -> Result<u8, Failure> {
     for u in &live.unreachable {
         warnings.push(format!("cannot reach the {u}"));
     }
-    let next = next_action(&t, &steps);
+    let next = next_action(&t, &steps, sw.as_ref());
     if a.json {
         json_out(&serde_json::json!({
             "name": t.name, "engine": t.engine, "status": effective_status(&t), "reason": t.reason,
@@ -263,6 +285,7 @@ pub async fn describe(a: NameArgs) -> Result<u8, Failure> {
             "metrics": metrics.as_ref().map(|(at, m)| serde_json::json!({"at": at, "age_seconds": state::now() - at, "values": m})),
             "tables": live.tables, "retained_wal_bytes": live.retained_wal_bytes,
             "leftovers": left, "warnings": warnings, "next": next,
+            "switchover": sw.as_ref().map(|v| serde_json::json!({"phase": v["progress"]["phase"], "report": v["progress"]["report"]})),
         }))?;
         return Ok(0);
     }
@@ -288,6 +311,18 @@ pub async fn describe(a: NameArgs) -> Result<u8, Failure> {
     );
     if let Some(addr) = &t.metrics_addr {
         println!("Metrics:  http://{addr}/metrics");
+    }
+    if let Some(v) = &sw {
+        let r = &v["progress"]["report"];
+        println!(
+            "Switchover: {} (fence {}, write downtime {:.2} s, barrier {}, {} sequence(s), {} rows verified)",
+            v["progress"]["phase"].as_str().unwrap_or("?"),
+            r["fence"].as_str().unwrap_or("?"),
+            r["downtime_seconds"].as_f64().unwrap_or(0.0),
+            r["barrier_lsn"].as_str().unwrap_or("-"),
+            r["sequences_set"],
+            r["rows_verified"]
+        );
     }
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);

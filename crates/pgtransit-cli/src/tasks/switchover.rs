@@ -311,7 +311,16 @@ async fn move_writes(a: SwitchoverArgs, unfence: Option<i32>) -> Result<u8, Fail
     };
     log("switchover: started");
     let mut s = Session::new(&task, say);
-    let mut record = |p: &Progress| save(&a.name, &flags, p);
+    // For crash tests: end the process right after recording this phase.
+    let crash_after = std::env::var("PGTRANSIT_CRASH_AFTER").ok();
+    let mut record = |p: &Progress| {
+        save(&a.name, &flags, p);
+        let phase = serde_json::to_value(p.phase).unwrap_or_default();
+        if crash_after.is_some() && phase.as_str() == crash_after.as_deref() {
+            eprintln!("PGTRANSIT_CRASH_AFTER: exiting after {phase}");
+            std::process::exit(9);
+        }
+    };
     let result = switchover::switchover(&mut s, &o, &mut progress, &mut record).await;
     drop(s);
     let report = match result {

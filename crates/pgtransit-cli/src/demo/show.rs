@@ -1,0 +1,330 @@
+//! `pgtransit demo`: the whole migration on this machine, with the commands a user types.
+//! Two sandbox clusters and a pgbouncer in front of the source; pgbench writes through
+//! pgbouncer from start to end; `create` copies and streams, `switchover` pauses
+//! pgbouncer, waits for the barrier, sets the sequences, verifies by checksum and points
+//! pgbouncer at the target. The report gives the write downtime, the client transactions
+//! that failed and the rows verified. Without pgbouncer installed, pgbench connects to
+//! the source directly and the readonly fence ends its sessions.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pgsandbox::{Builder, Cluster, Pgbouncer};
+
+use crate::Failure;
+
+const HARD_SQL: &str = include_str!("hard.sql");
+const WORKLOAD_SQL: &str = include_str!("workload.sql");
+const DB: &str = "shop";
+const TASK: &str = "demo";
+
+fn failure(what: &str) -> impl Fn(pgsandbox::Error) -> Failure + '_ {
+    move |e| Failure::other(format!("{what}: {e}"))
+}
+
+/// pgbench, killed when the demo ends however it ends.
+struct Load(Child);
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// This binary with the demo's own task store.
+fn pgtransit(home: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(std::env::current_exe().unwrap_or_else(|_| "pgtransit".into()));
+    c.args(args).env("PGTRANSIT_HOME", home);
+    c
+}
+
+/// Show the command, run it with its output on the terminal.
+fn run_shown(home: &Path, args: &[&str]) -> Result<(), Failure> {
+    println!("\n$ pgtransit {}", args.join(" "));
+    let t = Instant::now();
+    let status = pgtransit(home, args)
+        .status()
+        .map_err(|e| Failure::other(format!("running pgtransit: {e}")))?;
+    println!("  ({:.1} s)", t.elapsed().as_secs_f64());
+    if !status.success() {
+        return Err(Failure::other(format!(
+            "`pgtransit {}` failed ({status})",
+            args.join(" ")
+        )));
+    }
+    Ok(())
+}
+
+fn describe(home: &Path) -> Result<serde_json::Value, Failure> {
+    let o = pgtransit(home, &["describe", TASK, "--json"])
+        .output()
+        .map_err(|e| Failure::other(format!("running pgtransit describe: {e}")))?;
+    serde_json::from_slice(&o.stdout).map_err(|e| {
+        Failure::other(format!(
+            "describe: {e}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ))
+    })
+}
+
+/// Wait until the task streams, printing each step as it starts and the copy's progress.
+fn wait_for_cdc(home: &Path) -> Result<(), Failure> {
+    let t = Instant::now();
+    let mut seen = String::new();
+    loop {
+        let d = describe(home)?;
+        let steps = d["steps"].as_array().cloned().unwrap_or_default();
+        let now: Vec<String> = steps
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} {}",
+                    s["step"].as_str().unwrap_or("?"),
+                    s["status"].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        let line = now.join(", ");
+        if line != seen {
+            println!("  [{:>5.1} s] {line}", t.elapsed().as_secs_f64());
+            seen = line;
+        }
+        if steps
+            .iter()
+            .any(|s| s["step"] == "cdc" && s["status"] == "running")
+        {
+            return Ok(());
+        }
+        if d["status"] == "failed" || t.elapsed() > Duration::from_secs(120) {
+            return Err(Failure::other(format!(
+                "the task did not reach cdc: {}",
+                d["reason"].as_str().unwrap_or("(no reason)")
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn count(c: &Cluster, sql: &str) -> i64 {
+    c.psql(DB, sql)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1)
+}
+
+/// What pgbench reported on stderr: per-second throughput (`-P 1`) and its errors.
+struct ClientLog {
+    slowest_tps: Option<f64>,
+    errors: Vec<String>,
+}
+
+fn client_log(path: &Path) -> ClientLog {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut slowest: Option<f64> = None;
+    let mut errors = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("progress: ") {
+            let tps = rest
+                .split(", ")
+                .nth(1)
+                .and_then(|f| f.strip_suffix(" tps"))
+                .and_then(|v| v.parse::<f64>().ok());
+            if let Some(tps) = tps {
+                slowest = Some(slowest.map_or(tps, |s| s.min(tps)));
+            }
+        } else if line.contains("error") || line.contains("abort") {
+            errors.push(line.to_string());
+        }
+    }
+    ClientLog {
+        slowest_tps: slowest,
+        errors,
+    }
+}
+
+pub async fn run(engine: &str) -> Result<u8, Failure> {
+    let started = Instant::now();
+    println!(
+        "pgtransit demo ({engine} engine): two PostgreSQL sandboxes, a pgbouncer in front of the source, pgbench\n\
+         writing through it the whole time, and the whole migration: create (copy, stream), switchover, report."
+    );
+    let source = Builder::new()
+        .start()
+        .map_err(failure("starting the source sandbox"))?;
+    let target = Builder::new()
+        .start()
+        .map_err(failure("starting the target sandbox"))?;
+    for c in [&source, &target] {
+        c.create_database(DB)
+            .map_err(failure("creating the database"))?;
+    }
+    let init = Command::new(source.client_program("pgbench"))
+        .args(["-i", "-s", "5", "-q", "--foreign-keys", "-h"])
+        .arg(source.socket_dir())
+        .args(["-p", &source.port().to_string(), "-U", "postgres", DB])
+        .output()
+        .map_err(|e| Failure::other(format!("running pgbench -i: {e}")))?;
+    if !init.status.success() {
+        return Err(Failure::other(format!(
+            "pgbench -i failed: {}",
+            String::from_utf8_lossy(&init.stderr).trim()
+        )));
+    }
+    source
+        .psql(DB, HARD_SQL)
+        .map_err(failure("loading the hard schema"))?;
+    let bouncer = match pgsandbox::find_pgbouncer() {
+        Some(_) => Some(
+            Pgbouncer::start(&[(DB, &source, DB)], &["postgres"])
+                .map_err(failure("starting pgbouncer"))?,
+        ),
+        None => None,
+    };
+    println!(
+        "  source 127.0.0.1:{}, target 127.0.0.1:{}, database \"{DB}\": pgbench scale 5 (500k accounts) plus quoted,\n  \
+         unicode, partitioned, keyless, enum, array, jsonb, TOAST, generated and identity tables",
+        source.port(),
+        target.port()
+    );
+    match &bouncer {
+        Some(b) => println!(
+            "  pgbouncer 127.0.0.1:{} (transaction pooling) -> source",
+            b.port()
+        ),
+        None => println!(
+            "  pgbouncer is not installed (apt-get install pgbouncer): pgbench connects to the source directly,\n  \
+             and the switchover uses the readonly fence, which ends its sessions"
+        ),
+    }
+
+    let home = tempfile::tempdir().map_err(|e| Failure::other(e.to_string()))?;
+    let h = home.path();
+    let script = h.join("workload.sql");
+    std::fs::write(&script, WORKLOAD_SQL).map_err(|e| Failure::other(e.to_string()))?;
+    let client_errors = h.join("pgbench.log");
+    let (host, port) = match &bouncer {
+        Some(b) => ("127.0.0.1".to_string(), b.port()),
+        None => ("127.0.0.1".to_string(), source.port()),
+    };
+    let load = Load(
+        Command::new(source.client_program("pgbench"))
+            .args([
+                "-n",
+                "-c",
+                "4",
+                "-T",
+                "600",
+                "-P",
+                "1",
+                "-b",
+                "tpcb-like@4",
+                "-f",
+            ])
+            .arg(format!("{}@1", script.display()))
+            .args(["-h", &host, "-p", &port.to_string(), "-U", "postgres", DB])
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(&client_errors).map_err(|e| Failure::other(e.to_string()))?,
+            )
+            .spawn()
+            .map_err(|e| Failure::other(format!("starting pgbench: {e}")))?,
+    );
+    println!(
+        "  pgbench: 4 clients, tpcb-like plus inserts, updates and deletes on the hard tables\n"
+    );
+
+    let src_url = source.url(DB);
+    let tgt_url = target.url(DB);
+    run_shown(
+        h,
+        &[
+            "check",
+            "replica-identity",
+            "--fix",
+            "--apply",
+            "--source",
+            &src_url,
+        ],
+    )?;
+    run_shown(
+        h,
+        &[
+            "create", TASK, "--engine", engine, "--source", &src_url, "--sink", &tgt_url,
+        ],
+    )?;
+    wait_for_cdc(h)?;
+    std::thread::sleep(Duration::from_secs(3));
+    run_shown(h, &["describe", TASK])?;
+
+    let admin = bouncer.as_ref().map(|b| b.admin_url()).unwrap_or_default();
+    let config = bouncer
+        .as_ref()
+        .map(|b| b.config().display().to_string())
+        .unwrap_or_default();
+    let mut args = vec!["switchover", TASK, "--verify", "checksum"];
+    if bouncer.is_some() {
+        args.extend([
+            "--fence",
+            "pgbouncer",
+            "--reroute",
+            "pgbouncer",
+            "--pgbouncer",
+            &admin,
+            "--pgbouncer-config",
+            &config,
+        ]);
+    } else {
+        args.extend(["--fence", "readonly"]);
+    }
+    run_shown(h, &args)?;
+
+    // pgbench keeps going, now on the target.
+    let before = count(&target, "SELECT count(*) FROM pgbench_history");
+    std::thread::sleep(Duration::from_secs(3));
+    let after = count(&target, "SELECT count(*) FROM pgbench_history");
+    drop(load);
+    let log = client_log(&client_errors);
+    let d = describe(h)?;
+    let r = &d["switchover"]["report"];
+    let total = count(&target, "SELECT count(*) FROM pgbench_history");
+    println!("\nreport");
+    println!(
+        "  write downtime            {:.2} s (fence {} -> target writable)",
+        r["downtime_seconds"].as_f64().unwrap_or(f64::NAN),
+        r["fence"].as_str().unwrap_or("?")
+    );
+    println!(
+        "  barrier                   {} reached in {:.2} s (lag at the fence {} bytes)",
+        r["barrier_lsn"].as_str().unwrap_or("?"),
+        r["barrier_seconds"].as_f64().unwrap_or(f64::NAN),
+        r["lag_at_fence_bytes"]
+    );
+    println!(
+        "  rows verified (checksum)  {}",
+        r["rows_verified"].as_i64().unwrap_or(0)
+    );
+    println!("  sequences set             {}", r["sequences_set"]);
+    println!(
+        "  client transactions       {total} tpcb-like committed, {} after the switchover in 3 s (on the target)",
+        after - before
+    );
+    println!(
+        "  failed client transactions {}{}",
+        log.errors.len(),
+        log.slowest_tps
+            .map(|t| format!(" (slowest second: {t:.0} tps)"))
+            .unwrap_or_default()
+    );
+    for e in log.errors.iter().take(5) {
+        println!("    {e}");
+    }
+    println!(
+        "  total demo time           {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    println!("The demo clusters and pgbouncer are stopped and removed now.");
+    drop(bouncer);
+    Ok(0)
+}
