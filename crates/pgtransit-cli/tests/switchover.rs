@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -34,40 +33,6 @@ fn app_write_on(c: &pgsandbox::Cluster) -> Result<String, String> {
             .to_string())
     } else {
         Err(String::from_utf8_lossy(&o.stderr).to_string())
-    }
-}
-
-fn start_task(home: &Path, p: &Pair, name: &str, engine: &str) {
-    pt_ok(
-        home,
-        &[
-            "create",
-            name,
-            "--engine",
-            engine,
-            "--source",
-            &p.source.url(DB),
-            "--target",
-            &p.target.url(DB),
-        ],
-    );
-    let t = Instant::now();
-    loop {
-        let d: serde_json::Value =
-            serde_json::from_str(&pt_ok(home, &["describe", name, "--json"])).unwrap();
-        let cdc = d["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|s| s["step"] == "cdc" && s["status"] == "running");
-        if cdc {
-            return;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(120) && d["status"] != "failed",
-            "{d:#}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
     }
 }
 

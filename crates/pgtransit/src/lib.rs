@@ -1,5 +1,6 @@
 //! pgtransit: move a live PostgreSQL database to another cluster with logical replication.
 
+pub mod applied;
 pub mod catalog;
 pub mod check;
 pub mod conn;

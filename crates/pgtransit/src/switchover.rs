@@ -119,36 +119,8 @@ fn lit(s: &str) -> String {
 /// position it has applied.
 async fn lag(s: &mut Session<'_>) -> Result<(i64, Option<String>), StepError> {
     let task = s.task;
-    let origin: Option<String> = match task.engine {
-        Engine::Stream => {
-            let origin = crate::stream::origin_name(task);
-            s.client(Side::Target)
-                .await?
-                .query_one(
-                    "SELECT pg_replication_origin_progress($1, true)::text",
-                    &[&origin],
-                )
-                .await
-                .map_err(|e| sql_error("reading the apply position (on the target)", e))?
-                .get(0)
-        }
-        Engine::Native => None,
-    };
-    // The native subscription confirms what it applied on the slot; so does the stream
-    // engine, whose origin has no position before its first transaction (a quiet source).
-    let applied = match origin {
-        Some(o) => Some(o),
-        None => s
-            .client(Side::Source)
-            .await?
-            .query_opt(
-                "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
-                &[&task.slot],
-            )
-            .await
-            .map_err(|e| sql_error("reading the slot (on the source)", e))?
-            .and_then(|r| r.get(0)),
-    };
+    let (source, target) = s.both().await?;
+    let applied = crate::applied::position(task, source, target).await?;
     let Some(applied) = applied else {
         return Ok((i64::MAX, None));
     };
@@ -310,19 +282,9 @@ async fn wait_barrier(
     loop {
         let (_, applied) = lag(s).await?;
         if let Some(a) = applied {
-            let reached: bool = s
-                .client(Side::Source)
-                .await?
-                .query_one(
-                    // Past the marker's start: an idle slot can be confirmed exactly up to
-                    // where the marker was then written.
-                    "SELECT $1::text::pg_lsn > $2::text::pg_lsn",
-                    &[&a, &marker],
-                )
-                .await
-                .map_err(|e| sql_error("comparing positions", e))?
-                .get(0);
-            if reached {
+            // Past the marker's start: an idle slot can be confirmed exactly up to where
+            // the marker was then written.
+            if crate::applied::past(s.client(Side::Source).await?, &a, marker).await? {
                 return Ok(true);
             }
         }

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use pgsandbox::{Builder, Cluster};
 
@@ -332,4 +333,39 @@ pub fn pt_ok(home: &Path, args: &[&str]) -> String {
         text(&o)
     );
     text(&o)
+}
+
+/// `create` a task from `p`'s URLs and wait until its cdc step runs.
+pub fn start_task(home: &Path, p: &Pair, name: &str, engine: &str) {
+    pt_ok(
+        home,
+        &[
+            "create",
+            name,
+            "--engine",
+            engine,
+            "--source",
+            &p.source.url(DB),
+            "--target",
+            &p.target.url(DB),
+        ],
+    );
+    let t = Instant::now();
+    loop {
+        let d: serde_json::Value =
+            serde_json::from_str(&pt_ok(home, &["describe", name, "--json"])).unwrap();
+        let cdc = d["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["step"] == "cdc" && s["status"] == "running");
+        if cdc {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120) && d["status"] != "failed",
+            "{d:#}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }

@@ -1,0 +1,65 @@
+//! Where the target's apply stands, as a source WAL position: what the switchover's barrier
+//! and verify's consistent re-checks wait for.
+
+use tokio_postgres::Client;
+
+use crate::native::{sql_error, StepError};
+use crate::task::{Engine, Task};
+
+/// The source position up to which the target has applied, or None when the task has
+/// no replication (no slot).
+///
+/// The stream engine's replication origin on the target is exact; before its first
+/// transaction (a quiet source) it has no position, and the slot's confirmed position,
+/// which the stream engine moves only past what it applied, stands in. The native
+/// subscription confirms what it applied on the slot.
+pub async fn position(
+    task: &Task,
+    source: &Client,
+    target: &Client,
+) -> Result<Option<String>, StepError> {
+    if task.engine == Engine::Stream {
+        let origin = crate::stream::origin_name(task);
+        let applied: Option<String> = target
+            .query_one(
+                "SELECT pg_replication_origin_progress($1, true)::text",
+                &[&origin],
+            )
+            .await
+            .map_err(|e| sql_error("reading the apply position (on the target)", e))?
+            .get(0);
+        if applied.is_some() {
+            return Ok(applied);
+        }
+    }
+    Ok(source
+        .query_opt(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&task.slot],
+        )
+        .await
+        .map_err(|e| sql_error("reading the slot (on the source)", e))?
+        .and_then(|r| r.get(0)))
+}
+
+/// Whether position `a` is past `b` (compared by the source, which knows pg_lsn).
+pub async fn past(source: &Client, a: &str, b: &str) -> Result<bool, StepError> {
+    source
+        .query_one("SELECT $1::text::pg_lsn > $2::text::pg_lsn", &[&a, &b])
+        .await
+        .map(|r| r.get(0))
+        .map_err(|e| sql_error("comparing positions", e))
+}
+
+/// Whether something is applying the task's changes now: its slot exists and a walsender
+/// streams from it.
+pub async fn streaming(task: &Task, source: &Client) -> Result<bool, StepError> {
+    Ok(source
+        .query_opt(
+            "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+            &[&task.slot],
+        )
+        .await
+        .map_err(|e| sql_error("reading the slot (on the source)", e))?
+        .is_some_and(|r| r.get::<_, bool>(0)))
+}
