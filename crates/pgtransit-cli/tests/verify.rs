@@ -16,7 +16,18 @@ fn checksum_names_rows_changed_deleted_and_added_on_the_target() {
              CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy'); \
              CREATE TABLE pairs (a text, b int, v jsonb, t timestamptz, m mood, ms mood[], PRIMARY KEY (a, b)); \
              INSERT INTO pairs SELECT 'k' || g, g % 3, jsonb_build_object('g', g), '2024-01-01'::timestamptz + g * interval '1 h', \
-             'ok', '{sad,happy}' FROM generate_series(1, 500) g;",
+             'ok', '{sad,happy}' FROM generate_series(1, 500) g; \
+             CREATE DOMAIN positive AS int CHECK (VALUE > 0); \
+             CREATE TYPE pair AS (a int, b text); \
+             CREATE TABLE types (id int PRIMARY KEY, d date, b bool, by bytea, tz timestamptz, ts timestamp, \
+               n numeric, j json, jb jsonb, u uuid, ip inet, ia int[], ta text[], r int4range, m money, \
+               iv interval, p positive, c pair, vc varchar(10), ch char(5), f float8, x xml, pt point); \
+             INSERT INTO types SELECT g, '2024-02-29'::date + g, g % 2 = 0, decode('00ff', 'hex'), \
+               '2024-01-01 12:00+05'::timestamptz + g * interval '1 min', '2024-01-01'::timestamp, g / 3.0, \
+               '{\"a\": 1}', '{\"b\": [1, 2]}', md5(g::text)::uuid, '10.0.0.1', ARRAY[g, NULL], ARRAY['x', NULL], \
+               int4range(g, g + 10), g, g * interval '1 h', g, ROW(g * 1, 't')::pair, 'v', 'c', g / 7.0, '<a/>', point(g, g) \
+             FROM generate_series(1, 300) g; \
+             INSERT INTO types (id) VALUES (1000);",
         )
         .unwrap();
     // The enum's values get other oids on the target: the checksum must not hash oids.
@@ -51,6 +62,8 @@ fn checksum_names_rows_changed_deleted_and_added_on_the_target() {
              DELETE FROM pgbench_accounts WHERE aid = 3; \
              INSERT INTO pgbench_accounts VALUES (300001, 1, 0, 'extra'); \
              UPDATE pairs SET v = '{\"g\": 0}' WHERE a = 'k10' AND b = 1; \
+             UPDATE types SET tz = tz + interval '1 s' WHERE id = 7; \
+             UPDATE types SET b = NOT b WHERE id = 8; \
              DELETE FROM pgbench_history WHERE ctid = (SELECT min(ctid) FROM pgbench_history);",
         )
         .unwrap();
@@ -81,6 +94,10 @@ fn checksum_names_rows_changed_deleted_and_added_on_the_target() {
     );
     assert!(
         out.contains("\"public\".\"pairs\" different: (k10,1)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\"public\".\"types\" different: (7) (8)"),
         "{out}"
     );
     assert!(
