@@ -260,6 +260,18 @@ async fn move_writes(a: SwitchoverArgs, unfence: Option<i32>) -> Result<u8, Fail
         }
         _ => a.flags.clone(),
     };
+    if task.engine == Engine::Stream
+        && !in_flight
+        && !a.dry_run
+        && !a.undo
+        && !super::alive(rec.pid)
+    {
+        return Err(Failure::usage(format!(
+            "task {} has no running worker: nothing applies its changes, so the target would never \
+             reach the barrier. Start it with `pgtransit start {}` and wait until describe shows cdc running",
+            a.name, a.name
+        )));
+    }
     let mut progress = saved.map(|s| s.progress).unwrap_or_default();
     let quiet = a.json;
     let say = move |l: &str| {
