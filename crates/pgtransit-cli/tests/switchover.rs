@@ -421,7 +421,13 @@ fn a_crashed_switchover_is_undone_or_continued() {
             .env("PGTRANSIT_CRASH_AFTER", phase)
             .output()
             .unwrap();
-        assert_eq!(o.status.code(), Some(9), "{}", text(&o));
+        assert_eq!(
+            o.status.code(),
+            Some(9),
+            "{}\nworker log:\n{}",
+            text(&o),
+            text(&pt(h, &["logs", "s3", "--step", "cdc"]))
+        );
     };
     crash("barrier");
     assert!(

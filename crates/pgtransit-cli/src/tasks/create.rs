@@ -218,12 +218,37 @@ pub async fn create(a: CreateArgs) -> Result<u8, Failure> {
     start_worker(&a.name, a.metrics_addr.as_deref(), a.json).await
 }
 
-/// Start `pgtransit run NAME` detached, its output appended to the worker log.
+/// A worker started by [`spawn_worker`].
+pub struct Started {
+    pub pid: u32,
+    pub log: std::path::PathBuf,
+    pub metrics_addr: Option<String>,
+}
+
+/// Start `pgtransit run NAME` detached and say so.
 pub async fn start_worker(
     name: &str,
     metrics_addr: Option<&str>,
     json: bool,
 ) -> Result<u8, Failure> {
+    let w = spawn_worker(name, metrics_addr).await?;
+    if json {
+        json_out(
+            &serde_json::json!({"task": name, "worker_pid": w.pid, "log": w.log, "metrics_addr": w.metrics_addr}),
+        )?;
+    } else {
+        println!(
+            "started worker {} for task {name}{}; follow it with `pgtransit logs {name} --follow`, see it with `pgtransit describe {name}`",
+            w.pid,
+            w.metrics_addr.map(|a| format!(" (metrics on http://{a}/metrics)")).unwrap_or_default()
+        );
+    }
+    Ok(0)
+}
+
+/// Start `pgtransit run NAME` detached, its output appended to the worker log; returns
+/// once the worker has registered.
+pub async fn spawn_worker(name: &str, metrics_addr: Option<&str>) -> Result<Started, Failure> {
     let store = store()?;
     let rec = store.existing(name).map_err(|e| Failure::usage(e.0))?;
     if rec.status == "running" && alive(rec.pid) {
@@ -274,17 +299,11 @@ pub async fn start_worker(
         }
         let rec = store.existing(name).map_err(|e| Failure::other(e.0))?;
         if rec.pid == Some(pid) || started.elapsed() > Duration::from_secs(5) {
-            if json {
-                json_out(
-                    &serde_json::json!({"task": name, "worker_pid": pid, "log": log_path, "metrics_addr": rec.metrics_addr}),
-                )?;
-            } else {
-                println!(
-                    "started worker {pid} for task {name}{}; follow it with `pgtransit logs {name} --follow`, see it with `pgtransit describe {name}`",
-                    rec.metrics_addr.map(|a| format!(" (metrics on http://{a}/metrics)")).unwrap_or_default()
-                );
-            }
-            return Ok(0);
+            return Ok(Started {
+                pid,
+                log: log_path,
+                metrics_addr: rec.metrics_addr,
+            });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -214,13 +214,15 @@ pub async fn rollback(a: SwitchoverArgs) -> Result<u8, Failure> {
     };
     drop(st);
     let forward = a.name.clone();
+    let moved = !a.dry_run && !a.undo;
     let code = move_writes(SwitchoverArgs { name: rev, ..a }, unfence).await?;
-    let st = store()?;
-    let _ = st.set_status(
-        &forward,
-        "rolled-back",
-        Some("the writes went back to the source (see the -reverse task)"),
-    );
+    if moved {
+        let _ = store()?.set_status(
+            &forward,
+            "rolled-back",
+            Some("the writes went back to the source (see the -reverse task)"),
+        );
+    }
     Ok(code)
 }
 
@@ -391,12 +393,18 @@ async fn move_writes(a: SwitchoverArgs, unfence: Option<i32>) -> Result<u8, Fail
     let _ = st.set_worker(&a.name, None, None);
     let _ = st.set_status(&a.name, "switched-over", Some(&summary));
     drop(st);
-    if let Some(rev) = &report.reverse {
-        super::create::start_worker(rev, None, a.json).await?;
-    }
+    let reverse_worker = match &report.reverse {
+        Some(rev) => Some(super::create::spawn_worker(rev, None).await?.pid),
+        None => None,
+    };
     if a.json {
-        json_out(&serde_json::json!({"report": report, "cleanup": cleanup}))?;
+        json_out(
+            &serde_json::json!({"report": report, "cleanup": cleanup, "reverse_worker_pid": reverse_worker}),
+        )?;
     } else {
+        if let (Some(rev), Some(pid)) = (&report.reverse, reverse_worker) {
+            println!("started worker {pid} for the reverse task {rev}");
+        }
         for d in &cleanup.dropped {
             println!("dropped {d}");
         }

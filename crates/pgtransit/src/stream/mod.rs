@@ -323,6 +323,8 @@ pub async fn cdc(
             .with_options(SESSION_SETTINGS);
         let result = match ReplicationClient::connect(cfg).await {
             Ok(mut repl) => {
+                // Streaming again: the next blip starts the waits over.
+                backoff = Duration::from_millis(500);
                 let mut p = Pipeline::new(client.clone());
                 let r = stream(&mut repl, &mut p, &copies, until, o, &events, &mut run).await;
                 repl.stop();
@@ -478,10 +480,19 @@ async fn stream(
         // What is already there is taken without arming a timer.
         let received = match peeked.take().or_else(|| repl.recv().now_or_never()) {
             Some(r) => r,
-            None => match tokio::time::timeout(Duration::from_millis(500), repl.recv()).await {
-                Err(_) => continue,
-                Ok(r) => r,
-            },
+            None => {
+                // Nothing is waiting: finish what is in flight (a group's COMMIT) before
+                // blocking, so that the target takes it now and the source hears of it,
+                // instead of at the next keepalive, up to wal_sender_timeout / 2 later.
+                if open.is_none() && group.is_none() && !p.is_idle() {
+                    p.drain().await.map_err(classify)?;
+                    acknowledge(p, repl, run);
+                }
+                match tokio::time::timeout(Duration::from_millis(500), repl.recv()).await {
+                    Err(_) => continue,
+                    Ok(r) => r,
+                }
+            }
         };
         let event = match received {
             Err(e) => {
@@ -620,9 +631,13 @@ async fn commit_group(
     };
     run.applier.flush(p).await.map_err(classify)?;
     let ts = pg_time(commit_time);
-    // Both are our own numbers, so they go into the text as literals.
+    // Both are our own numbers, so they go into the text as literals. The origin moves
+    // with the commit record, which a transaction without a transaction id does not
+    // write: txid_current() gives a group that changed nothing (a source transaction of
+    // only a logical message, such as the switchover's barrier) one, so its position is
+    // recorded too.
     let sql = format!(
-        "SELECT pg_replication_origin_xact_setup('{}', to_timestamp({ts})); COMMIT",
+        "SELECT txid_current(), pg_replication_origin_xact_setup('{}', to_timestamp({ts})); COMMIT",
         lsn_text(end)
     );
     p.commit(sql, end).await.map_err(classify)?;
