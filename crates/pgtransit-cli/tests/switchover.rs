@@ -301,22 +301,9 @@ fn pgbouncer_switchover_and_rollback_under_pgbench_without_a_failed_transaction(
         .map(|s| s.to_string())
         .collect()
     };
-    let dry = pt_ok(
-        h,
-        &[
-            "switchover",
-            "pb",
-            "--dry-run",
-            "--fence",
-            "pgbouncer",
-            "--reroute",
-            "pgbouncer",
-            "--pgbouncer",
-            &admin,
-            "--pgbouncer-config",
-            &config,
-        ],
-    );
+    let mut args = bouncer_args("switchover");
+    args.push("--dry-run".into());
+    let dry = pt_ok(h, &args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(
         dry.contains("PAUSE shop") && dry.contains("RESUME shop"),
         "{dry}"

@@ -64,6 +64,33 @@ pub fn start_clusters(db: &str) -> Result<(Cluster, Cluster), Failure> {
     Ok((source, target))
 }
 
+const HARD_SQL: &str = include_str!("hard.sql");
+const WORKLOAD_SQL: &str = include_str!("workload.sql");
+
+fn failure(what: &str) -> impl Fn(pgsandbox::Error) -> Failure + '_ {
+    move |e| Failure::other(format!("{what}: {e}"))
+}
+
+/// pgbench's tables at `scale` (with foreign keys) and the hard schema, on the source.
+fn load_source(source: &Cluster, db: &str, scale: u32) -> Result<(), Failure> {
+    let init = std::process::Command::new(source.client_program("pgbench"))
+        .args(["-i", "-s", &scale.to_string(), "-q", "--foreign-keys", "-h"])
+        .arg(source.socket_dir())
+        .args(["-p", &source.port().to_string(), "-U", "postgres", db])
+        .output()
+        .map_err(|e| Failure::other(format!("running pgbench -i: {e}")))?;
+    if !init.status.success() {
+        return Err(Failure::other(format!(
+            "pgbench -i failed: {}",
+            String::from_utf8_lossy(&init.stderr).trim()
+        )));
+    }
+    source
+        .psql(db, HARD_SQL)
+        .map_err(failure("loading the hard schema"))?;
+    Ok(())
+}
+
 pub(crate) fn nanos() -> u32 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -11,8 +11,7 @@ use pgtransit::task::{Engine, Task};
 
 use crate::{check_cmd, Failure};
 
-const HARD_SQL: &str = include_str!("hard.sql");
-const WORKLOAD_SQL: &str = include_str!("workload.sql");
+use super::{failure, WORKLOAD_SQL};
 const DB: &str = "shop";
 
 fn step(title: &str) -> Instant {
@@ -22,10 +21,6 @@ fn step(title: &str) -> Instant {
 
 fn done(start: Instant) {
     println!("  ({:.1} s)", start.elapsed().as_secs_f64());
-}
-
-fn failure(what: &str) -> impl Fn(pgsandbox::Error) -> Failure + '_ {
-    move |e| Failure::other(format!("{what}: {e}"))
 }
 
 /// pgbench over the source's Unix socket (trusted: no password needed for the load).
@@ -68,18 +63,7 @@ pub async fn run() -> Result<u8, Failure> {
         c.create_database(DB)
             .map_err(failure("creating the database"))?;
     }
-    let init = pgbench(&source, &["-i", "-s", "1", "-q", "--foreign-keys"])
-        .output()
-        .map_err(|e| Failure::other(format!("running pgbench -i: {e}")))?;
-    if !init.status.success() {
-        return Err(Failure::other(format!(
-            "pgbench -i failed: {}",
-            String::from_utf8_lossy(&init.stderr).trim()
-        )));
-    }
-    source
-        .psql(DB, HARD_SQL)
-        .map_err(failure("loading the hard schema"))?;
+    super::load_source(&source, DB, 1)?;
     println!(
         "  source 127.0.0.1:{}  target 127.0.0.1:{}  database \"{DB}\": pgbench scale 1 plus quoted, unicode,",
         source.port(),

@@ -14,14 +14,9 @@ use pgsandbox::{Builder, Cluster, Pgbouncer};
 
 use crate::Failure;
 
-const HARD_SQL: &str = include_str!("hard.sql");
-const WORKLOAD_SQL: &str = include_str!("workload.sql");
+use super::{failure, WORKLOAD_SQL};
 const DB: &str = "shop";
 const TASK: &str = "demo";
-
-fn failure(what: &str) -> impl Fn(pgsandbox::Error) -> Failure + '_ {
-    move |e| Failure::other(format!("{what}: {e}"))
-}
 
 /// pgbench, killed when the demo ends however it ends.
 struct Load(Child);
@@ -160,21 +155,7 @@ pub async fn run(engine: &str) -> Result<u8, Failure> {
         c.create_database(DB)
             .map_err(failure("creating the database"))?;
     }
-    let init = Command::new(source.client_program("pgbench"))
-        .args(["-i", "-s", "5", "-q", "--foreign-keys", "-h"])
-        .arg(source.socket_dir())
-        .args(["-p", &source.port().to_string(), "-U", "postgres", DB])
-        .output()
-        .map_err(|e| Failure::other(format!("running pgbench -i: {e}")))?;
-    if !init.status.success() {
-        return Err(Failure::other(format!(
-            "pgbench -i failed: {}",
-            String::from_utf8_lossy(&init.stderr).trim()
-        )));
-    }
-    source
-        .psql(DB, HARD_SQL)
-        .map_err(failure("loading the hard schema"))?;
+    super::load_source(&source, DB, 5)?;
     let bouncer = match pgsandbox::find_pgbouncer() {
         Some(_) => Some(
             Pgbouncer::start(&[(DB, &source, DB)], &["postgres"])
