@@ -282,12 +282,12 @@ fn pgbouncer_switchover_and_rollback_under_pgbench_without_a_failed_transaction(
     start_task(h, &p, "pb", "stream");
     let admin = bouncer.admin_url();
     let config = bouncer.config().display().to_string();
-    let bouncer_args = |cmd: &'static str| -> Vec<String> {
+    let bouncer_args = |cmd: &'static str, fence: &'static str| -> Vec<String> {
         [
             cmd,
             "pb",
             "--fence",
-            "pgbouncer",
+            fence,
             "--reroute",
             "pgbouncer",
             "--pgbouncer",
@@ -301,14 +301,15 @@ fn pgbouncer_switchover_and_rollback_under_pgbench_without_a_failed_transaction(
         .map(|s| s.to_string())
         .collect()
     };
-    let mut args = bouncer_args("switchover");
+    let mut args = bouncer_args("switchover", "pgbouncer+readonly");
     args.push("--dry-run".into());
     let dry = pt_ok(h, &args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(
         dry.contains("PAUSE shop") && dry.contains("RESUME shop"),
         "{dry}"
     );
-    let mut args = bouncer_args("switchover");
+    // Clients of pgbouncer wait; whatever connects to the source directly is locked out.
+    let mut args = bouncer_args("switchover", "pgbouncer+readonly");
     args.push("--reverse".into());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = pt_ok(h, &args);
@@ -324,6 +325,10 @@ fn pgbouncer_switchover_and_rollback_under_pgbench_without_a_failed_transaction(
     assert!(
         out.contains("rows verified") && out.contains("pb-reverse"),
         "{out}"
+    );
+    assert!(
+        app_write(&p).is_err(),
+        "a direct writer is locked out of the old primary"
     );
     // pgbench now writes on the target, and the old source follows.
     let on_target = |c: &pgsandbox::Cluster| -> i64 {
@@ -364,7 +369,7 @@ fn pgbouncer_switchover_and_rollback_under_pgbench_without_a_failed_transaction(
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    let args = bouncer_args("rollback");
+    let args = bouncer_args("rollback", "pgbouncer");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = pt_ok(h, &args);
     eprintln!("{out}");
@@ -379,6 +384,7 @@ fn pgbouncer_switchover_and_rollback_under_pgbench_without_a_failed_transaction(
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    app_write(&p).expect("the source takes direct writers again after the rollback");
     let _ = pgbench.kill();
     let _ = pgbench.wait();
     let err = std::fs::read_to_string(&errors).unwrap();

@@ -24,9 +24,24 @@ pub enum Fence {
     Readonly,
     /// PAUSE on pgbouncer's admin console: clients wait instead of failing.
     Pgbouncer,
+    /// Both: clients of pgbouncer wait, and whatever connects to the source directly
+    /// (a cron job, a second application) is locked out and cannot write to the old
+    /// primary after the switch.
+    PgbouncerReadonly,
     /// A command that stops the writers (a load balancer, an application switch).
     Hook(String),
     None,
+}
+
+impl Fence {
+    fn pauses_pgbouncer(&self) -> bool {
+        matches!(self, Fence::Pgbouncer | Fence::PgbouncerReadonly)
+    }
+
+    /// Whether the source database is closed to all but superusers.
+    pub fn readonly(&self) -> bool {
+        matches!(self, Fence::Readonly | Fence::PgbouncerReadonly)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -203,23 +218,24 @@ fn bouncer(o: &SwitchoverOptions) -> Result<&Bouncer, StepError> {
 
 /// Lift the fence the switchover put up; says what happened.
 async fn unfence(s: &mut Session<'_>, o: &SwitchoverOptions, p: &Progress) -> String {
-    match &o.fence {
-        Fence::Readonly => {
-            let limit = p.old_limit.unwrap_or(-1);
-            let r = match s.client(Side::Source).await {
-                Ok(c) => set_connection_limit(c, limit, "source").await.map(|_| ()),
-                Err(e) => Err(e),
-            };
-            match r {
-                Ok(()) => "the source is unfenced and takes writes again".into(),
-                Err(e) => format!(
-                    "UNFENCING FAILED ({}): run ALTER DATABASE {} WITH CONNECTION LIMIT {limit}",
-                    e.message,
-                    quote::ident(&s.task.source.dbname())
-                ),
-            }
-        }
-        Fence::Pgbouncer => match bouncer(o) {
+    let mut said = Vec::new();
+    if o.fence.readonly() {
+        let limit = p.old_limit.unwrap_or(-1);
+        let r = match s.client(Side::Source).await {
+            Ok(c) => set_connection_limit(c, limit, "source").await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        said.push(match r {
+            Ok(()) => "the source is unfenced and takes writes again".to_string(),
+            Err(e) => format!(
+                "UNFENCING FAILED ({}): run ALTER DATABASE {} WITH CONNECTION LIMIT {limit}",
+                e.message,
+                quote::ident(&s.task.source.dbname())
+            ),
+        });
+    }
+    if o.fence.pauses_pgbouncer() {
+        said.push(match bouncer(o) {
             Ok(b) => match b.resume().await {
                 Ok(()) => "pgbouncer resumed: the source is unfenced and takes writes again".into(),
                 Err(e) => format!(
@@ -228,10 +244,14 @@ async fn unfence(s: &mut Session<'_>, o: &SwitchoverOptions, p: &Progress) -> St
                 ),
             },
             Err(e) => e.message,
-        },
-        Fence::Hook(_) => "undo your fence hook's effect".into(),
-        Fence::None => "nothing was fenced".into(),
+        });
     }
+    match &o.fence {
+        Fence::Hook(_) => said.push("undo your fence hook's effect".into()),
+        Fence::None => said.push("nothing was fenced".into()),
+        _ => {}
+    }
+    said.join("; ")
 }
 
 /// `switchover --undo`: lift the fence of a switchover that stopped before the reroute.
@@ -299,6 +319,7 @@ fn fence_label(f: &Fence) -> String {
     match f {
         Fence::Readonly => "readonly".into(),
         Fence::Pgbouncer => "pgbouncer".into(),
+        Fence::PgbouncerReadonly => "pgbouncer+readonly".into(),
         Fence::Hook(c) => format!("hook: {c}"),
         Fence::None => "none".into(),
     }
@@ -330,17 +351,22 @@ pub async fn switchover(
         preconditions(s, o).await?;
         s.say(&format!("  fence ({})", p.report.fence));
         p.fenced_at = now();
-        match &o.fence {
-            Fence::Readonly => {
-                let c = s.client(Side::Source).await?;
-                p.old_limit = Some(set_connection_limit(c, 0, "source").await?);
-                p.phase = Phase::Fenced;
-                record(p);
-                end_sessions(s.client(Side::Source).await?).await?;
-            }
-            Fence::Pgbouncer => bouncer(o)?.pause(o.barrier_timeout).await?,
-            Fence::Hook(cmd) => hook(cmd, "fence", &target_conninfo).await?,
-            Fence::None => {}
+        // pgbouncer first: its clients' running transactions finish and new ones wait;
+        // then the database closes to everything else.
+        if o.fence.pauses_pgbouncer() {
+            bouncer(o)?.pause(o.barrier_timeout).await?;
+            p.phase = Phase::Fenced;
+            record(p);
+        }
+        if o.fence.readonly() {
+            let c = s.client(Side::Source).await?;
+            p.old_limit = Some(set_connection_limit(c, 0, "source").await?);
+            p.phase = Phase::Fenced;
+            record(p);
+            end_sessions(s.client(Side::Source).await?).await?;
+        }
+        if let Fence::Hook(cmd) = &o.fence {
+            hook(cmd, "fence", &target_conninfo).await?;
         }
         p.phase = Phase::Fenced;
         record(p);
@@ -504,20 +530,23 @@ pub fn plan(task: &Task, o: &SwitchoverOptions) -> Vec<String> {
         .replace("{db}", &b.database),
         None => format!("[pgbouncer] {what} (needs --pgbouncer and --pgbouncer-config)"),
     };
-    match &o.fence {
-        Fence::Readonly => {
-            v.push(format!(
-                "[source] ALTER DATABASE {} WITH CONNECTION LIMIT 0;  -- superusers only",
-                quote::ident(&db)
-            ));
-            v.push("[source] SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend';".into());
-        }
-        Fence::Pgbouncer => v.push(pgb(&format!(
+    if o.fence.pauses_pgbouncer() {
+        v.push(pgb(&format!(
             "PAUSE {{db}};  -- running transactions finish, new ones wait (at most {:.0} s)",
             o.barrier_timeout.as_secs_f64()
-        ))),
+        )));
+    }
+    if o.fence.readonly() {
+        v.push(format!(
+            "[source] ALTER DATABASE {} WITH CONNECTION LIMIT 0;  -- superusers only",
+            quote::ident(&db)
+        ));
+        v.push("[source] SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend';".into());
+    }
+    match &o.fence {
         Fence::Hook(c) => v.push(format!("[local] sh -c {}", lit(c))),
         Fence::None => v.push("[source] no fence".into()),
+        _ => {}
     }
     v.push(format!(
         "[target] set every sequence from the source, shifted by {}",

@@ -248,7 +248,7 @@ pub async fn run(engine: &str) -> Result<u8, Failure> {
     if bouncer.is_some() {
         args.extend([
             "--fence",
-            "pgbouncer",
+            "pgbouncer+readonly",
             "--reroute",
             "pgbouncer",
             "--pgbouncer",

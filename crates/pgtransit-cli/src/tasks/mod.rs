@@ -146,7 +146,7 @@ pub struct SwitchoverArgs {
 #[derive(Args, Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SwitchoverFlags {
     /// readonly (no new session but superusers', the others ended), pgbouncer (PAUSE:
-    /// clients wait), none, or hook:COMMAND
+    /// clients wait), pgbouncer+readonly (both), none, or hook:COMMAND
     #[arg(long, default_value = "readonly")]
     pub fence: String,
     /// pgbouncer (the database entry points at the target, RELOAD, RESUME), none, or

@@ -48,10 +48,11 @@ fn fence(v: &str) -> Result<Fence, Failure> {
     match v {
         "readonly" => Ok(Fence::Readonly),
         "pgbouncer" => Ok(Fence::Pgbouncer),
+        "pgbouncer+readonly" | "readonly+pgbouncer" => Ok(Fence::PgbouncerReadonly),
         "none" => Ok(Fence::None),
         h if h.starts_with("hook:") => Ok(Fence::Hook(h[5..].to_string())),
         other => Err(Failure::usage(format!(
-            "--fence {other}: use readonly, pgbouncer, none or hook:COMMAND"
+            "--fence {other}: use readonly, pgbouncer, pgbouncer+readonly, none or hook:COMMAND"
         ))),
     }
 }
@@ -68,7 +69,7 @@ fn reroute(v: &str) -> Result<Reroute, Failure> {
 }
 
 fn bouncer(f: &SwitchoverFlags, task: &Task) -> Result<Option<Bouncer>, Failure> {
-    let wanted = f.fence == "pgbouncer" || f.reroute == "pgbouncer";
+    let wanted = f.fence.contains("pgbouncer") || f.reroute == "pgbouncer";
     let (Some(url), Some(config)) = (&f.pgbouncer, &f.pgbouncer_config) else {
         if wanted {
             return Err(Failure::usage(
@@ -207,7 +208,7 @@ pub async fn rollback(a: SwitchoverArgs) -> Result<u8, Failure> {
             a.name
         )));
     };
-    let unfence = if saved.flags.fence == "readonly" {
+    let unfence = if fence(&saved.flags.fence)?.readonly() {
         saved.progress.old_limit
     } else {
         None
@@ -412,7 +413,7 @@ async fn move_writes(a: SwitchoverArgs, unfence: Option<i32>) -> Result<u8, Fail
             println!("left: [{}] {}\n  {}", l.side, l.what, l.sql);
         }
         println!("{summary}");
-        if o.fence == Fence::Readonly {
+        if o.fence.readonly() {
             println!(
                 "the source database stays fenced (superusers only){}; to reopen it by hand: \
                  ALTER DATABASE {} WITH CONNECTION LIMIT {};",
