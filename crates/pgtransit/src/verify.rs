@@ -1,15 +1,17 @@
 //! `pgtransit verify`: is the target's content the source's?
 //!
 //! * count: exact row counts on both sides.
-//! * checksum: every row hashed, by its columns' own hash functions where every type has
-//!   one (PostgreSQL 14+: the hashes hash partitioning relies on, stable across servers),
-//!   else by md5 of the record's text form under fixed session settings; summed per chunk of key range on both sides in parallel. A
+//! * checksum: every row hashed, column by column with each type's own hash function (the
+//!   hashes hash partitioning relies on, stable across servers; see [`Table::hash`]);
+//!   summed per table
+//!   on both sides in parallel, and for a table that differs per chunk of key range. A
 //!   chunk that differs is compared row by row, by key, in both directions, and its keys
 //!   are listed: missing on the target, only on the target, changed. While the task
 //!   streams, a differing chunk is read again at a consistent point (the source in a
 //!   snapshot, the target once it has applied past that snapshot) before it is reported.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -431,31 +433,57 @@ pub async fn verify(
             ..Default::default()
         })
         .collect();
-    for (i, t) in list.iter().enumerate() {
-        let chunks = plan(&source, i, t, o).await?;
-        results[i].chunks = chunks.len();
-        queue.extend(chunks);
+    // Each table is first compared whole (one sequential scan a side, which PostgreSQL may
+    // run in parallel); only a table that differs is cut into key ranges.
+    for (i, r) in results.iter_mut().enumerate() {
+        r.chunks = 1;
+        queue.push_back(Chunk {
+            table: i,
+            range: None,
+        });
     }
     drop((source, target));
     let list = Arc::new(list);
     let queue = Arc::new(Mutex::new(queue));
     let results = Arc::new(Mutex::new(results));
+    let busy = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
     for _ in 0..o.jobs.max(1) {
         let (list, queue, results, o) = (list.clone(), queue.clone(), results.clone(), o.clone());
         let (src, dst) = (task.source.clone(), target_spec.clone());
         let task = task.clone();
+        let busy = busy.clone();
         workers.push(tokio::spawn(async move {
             let (s, d) = (session(&src).await?, session(&dst).await?);
+            let lost = || StepError::failed("a verify worker panicked".to_string());
             loop {
-                let Some(chunk) = queue
-                    .lock()
-                    .map_err(|_| StepError::failed("a verify worker panicked".to_string()))?
-                    .pop_front()
-                else {
-                    return Ok::<(), StepError>(());
+                // Taken and counted as busy at once: a worker only leaves when the queue
+                // is empty and no other one may still add the pieces of a table to it.
+                let chunk = {
+                    let mut q = queue.lock().map_err(|_| lost())?;
+                    let c = q.pop_front();
+                    if c.is_some() {
+                        busy.fetch_add(1, Ordering::SeqCst);
+                    }
+                    c
                 };
-                check_chunk(&task, &s, &d, &list, &chunk, &o, &results).await?;
+                let Some(chunk) = chunk else {
+                    if busy.load(Ordering::SeqCst) == 0 {
+                        return Ok::<(), StepError>(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                let split = check_chunk(&task, &s, &d, &list, &chunk, &o, &results).await;
+                if let Ok(Some(pieces)) = &split {
+                    results.lock().map_err(|_| lost())?[chunk.table].chunks = pieces.len();
+                    queue
+                        .lock()
+                        .map_err(|_| lost())?
+                        .extend(pieces.iter().cloned());
+                }
+                busy.fetch_sub(1, Ordering::SeqCst);
+                split?;
             }
         }));
     }
@@ -653,7 +681,7 @@ async fn check_chunk(
     chunk: &Chunk,
     o: &VerifyOptions,
     results: &Mutex<Vec<TableResult>>,
-) -> Result<(), StepError> {
+) -> Result<Option<Vec<Chunk>>, StepError> {
     let t = &list[chunk.table];
     let (a, b) = tokio::join!(
         summary(s, t, chunk, o.mode, "source"),
@@ -661,6 +689,10 @@ async fn check_chunk(
     );
     let ((mut sr, mut sh), (mut dr, mut dh)) = (a?, b?);
     let mut same = sr == dr && sh == dh;
+    if !same && chunk.range.is_none() && t.int_key && o.mode == Mode::Checksum {
+        // A whole table that differs: compare it again by key ranges.
+        return Ok(Some(plan(s, chunk.table, t, o).await?));
+    }
     // Keys still differing, and whether they are all the chunk's differing keys.
     let mut pending: Option<(Keys, bool)> = None;
     for round in 0..o.rechecks {
@@ -710,7 +742,7 @@ async fn check_chunk(
             into.extend(from.into_iter().take(room));
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// The keys a differing chunk disagrees on.
