@@ -2,7 +2,7 @@
 //!
 //! * count: exact row counts on both sides.
 //! * checksum: every row hashed, column by column with each type's own hash function (the
-//!   hashes hash partitioning relies on, stable across servers; see [`Table::hash`]);
+//!   hashes hash partitioning relies on, stable across servers; see `Table::hash`);
 //!   summed per table
 //!   on both sides in parallel, and for a table that differs per chunk of key range. A
 //!   chunk that differs is compared row by row, by key, in both directions, and its keys
