@@ -259,6 +259,38 @@ async fn digest(
         .map_err(|e| sql_error(&format!("hashing {} ({what})", t.name), e))
 }
 
+/// The query of a chunk's rows as (key as row text, row hash); without a key, as (row
+/// hash, how many rows have it). `listed`: only the keys in `$1`; `sorted`: in byte order
+/// of the first column (`COLLATE "C"`).
+fn row_hashes_sql(t: &Table, chunk: &Chunk, listed: bool, sorted: bool) -> String {
+    let col = if t.key.is_empty() { "h" } else { "k" };
+    let only = if listed {
+        format!("WHERE {col} = ANY($1)")
+    } else {
+        String::new()
+    };
+    let order = if sorted {
+        format!("ORDER BY {col} COLLATE \"C\"")
+    } else {
+        String::new()
+    };
+    if t.key.is_empty() {
+        format!(
+            "SELECT h, count(*)::text FROM (SELECT ({})::text AS h FROM {} x) s {only} GROUP BY h {order}",
+            t.hash, t.name
+        )
+    } else {
+        let keys: Vec<String> = t.key.iter().map(|k| format!("x.{k}")).collect();
+        format!(
+            "SELECT k, h FROM (SELECT ROW({})::text AS k, ({})::text AS h FROM {} x {}) s {only} {order}",
+            keys.join(", "),
+            t.hash,
+            t.name,
+            chunk.filter(t)
+        )
+    }
+}
+
 /// A chunk's rows as (key as row text, row hash), in byte order of the key text
 /// (`COLLATE "C"`, the order Rust compares strings in); without a key, (row hash, how many
 /// rows have it). Streamed: the comparison holds one row per side.
@@ -267,26 +299,7 @@ async fn sorted_rows(
     t: &Table,
     chunk: &Chunk,
 ) -> Result<tokio_postgres::RowStream, tokio_postgres::Error> {
-    let sql = if t.key.is_empty() {
-        format!(
-            "SELECT h, count(*)::text FROM (SELECT ({})::text AS h FROM {} x) s \
-             GROUP BY h ORDER BY h COLLATE \"C\"",
-            t.hash, t.name
-        )
-    } else {
-        format!(
-            "SELECT k, h FROM (SELECT ROW({})::text AS k, ({})::text AS h FROM {} x {}) s \
-             ORDER BY k COLLATE \"C\"",
-            t.key
-                .iter()
-                .map(|k| format!("x.{k}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            t.hash,
-            t.name,
-            chunk.filter(t)
-        )
-    };
+    let sql = row_hashes_sql(t, chunk, false, true);
     let none: [&str; 0] = [];
     c.query_raw(&sql, none).await
 }
@@ -603,27 +616,7 @@ async fn key_hashes(
     keys: &[String],
     what: &str,
 ) -> Result<HashMap<String, String>, StepError> {
-    let sql = if t.key.is_empty() {
-        format!(
-            "SELECT h, count(*)::text FROM (SELECT ({})::text AS h FROM {} x) s \
-             WHERE h = ANY($1) GROUP BY 1",
-            t.hash, t.name
-        )
-    } else {
-        let filter = chunk.filter(t);
-        format!(
-            "SELECT k, h FROM (SELECT ROW({})::text AS k, ({})::text AS h FROM {} x {}) s \
-             WHERE k = ANY($1)",
-            t.key
-                .iter()
-                .map(|k| format!("x.{k}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            t.hash,
-            t.name,
-            filter
-        )
-    };
+    let sql = row_hashes_sql(t, chunk, true, false);
     Ok(c.query(&sql, &[&keys])
         .await
         .map_err(|e| sql_error(&format!("re-reading keys of {} ({what})", t.name), e))?
