@@ -1,6 +1,8 @@
 //! Where the target's apply stands, as a source WAL position: what the switchover's barrier
 //! and verify's consistent re-checks wait for.
 
+use std::time::{Duration, Instant};
+
 use tokio_postgres::Client;
 
 use crate::native::{sql_error, StepError};
@@ -62,4 +64,28 @@ pub async fn streaming(task: &Task, source: &Client) -> Result<bool, StepError> 
         .await
         .map_err(|e| sql_error("reading the slot (on the source)", e))?
         .is_some_and(|r| r.get::<_, bool>(0)))
+}
+
+/// Wait until the target has applied past `lsn`, polling every 50 ms for at most `limit`;
+/// whether it did. Strictly past: an idle slot can be confirmed exactly up to where a
+/// marker is then written.
+pub async fn wait_past(
+    task: &Task,
+    source: &Client,
+    target: &Client,
+    lsn: &str,
+    limit: Duration,
+) -> Result<bool, StepError> {
+    let started = Instant::now();
+    loop {
+        if let Some(applied) = position(task, source, target).await? {
+            if past(source, &applied, lsn).await? {
+                return Ok(true);
+            }
+        }
+        if started.elapsed() >= limit {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -292,29 +292,6 @@ async fn start_reverse(rev: &Task) -> Result<(), StepError> {
     }
 }
 
-/// The barrier is reached when the target has applied a marker written after the fence.
-async fn wait_barrier(
-    s: &mut Session<'_>,
-    marker: &str,
-    timeout: Duration,
-) -> Result<bool, StepError> {
-    let started = Instant::now();
-    loop {
-        let (_, applied) = lag(s).await?;
-        if let Some(a) = applied {
-            // Past the marker's start: an idle slot can be confirmed exactly up to where
-            // the marker was then written.
-            if crate::applied::past(s.client(Side::Source).await?, &a, marker).await? {
-                return Ok(true);
-            }
-        }
-        if started.elapsed() >= timeout {
-            return Ok(false);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn fence_label(f: &Fence) -> String {
     match f {
         Fence::Readonly => "readonly".into(),
@@ -401,7 +378,9 @@ pub async fn switchover(
         p.report.barrier_lsn = marker.clone();
         s.say(&format!("  barrier at {marker}: waiting for the target"));
         let waited = Instant::now();
-        let reached = wait_barrier(s, &marker, o.barrier_timeout).await?;
+        let (source, target) = s.both().await?;
+        let reached =
+            crate::applied::wait_past(task, source, target, &marker, o.barrier_timeout).await?;
         p.report.barrier_seconds = waited.elapsed().as_secs_f64();
         if !reached {
             let undo = unfence(s, o, p).await;
