@@ -16,7 +16,7 @@ impl From<StepError> for Failure {
     fn from(e: StepError) -> Self {
         let code = match e.kind {
             StepErrorKind::Connect => 2,
-            StepErrorKind::Failed => 1,
+            StepErrorKind::Failed | StepErrorKind::Lost => 1,
             StepErrorKind::Differences => 3,
             StepErrorKind::Refused => 4,
         };
@@ -439,6 +439,10 @@ pub struct CdcArgs {
     /// position when the command starts. Without it: until SIGTERM or Ctrl-C.
     #[arg(long, value_name = "LSN|now")]
     pub until: Option<String>,
+    /// An UPDATE or DELETE whose row is not on the target stops the apply (`stop`, the
+    /// default) or is counted and logged (`log`); default: the task's `on_missing_row`
+    #[arg(long, value_name = "stop|log")]
+    pub on_missing_row: Option<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -446,7 +450,11 @@ pub struct CdcArgs {
 /// Stream engine: read the slot and apply the changes to the target.
 pub async fn cdc(a: CdcArgs) -> Result<u8, Failure> {
     use pgtransit::stream::{CdcOptions, Until};
-    let task = resolve_task(&a.task)?;
+    let mut task = resolve_task(&a.task)?;
+    if let Some(m) = &a.on_missing_row {
+        task.on_missing_row = pgtransit::task::OnMissingRow::parse(m)
+            .map_err(|e| Failure::usage(format!("--{e}")))?;
+    }
     let until = match a.until.as_deref() {
         None => Until::Stopped,
         Some("now") => Until::SourceNow,
@@ -482,6 +490,12 @@ pub async fn cdc(a: CdcArgs) -> Result<u8, Failure> {
             "cdc: applied {} transaction(s) ({} inserts, {} updates, {} deletes, {} truncates) up to {} in {:.1} s",
             r.transactions, r.counts.inserts, r.counts.updates, r.counts.deletes, r.counts.truncates, r.applied_lsn, r.seconds
         );
+        if r.counts.not_found > 0 {
+            println!(
+                "cdc: {} UPDATE/DELETE found no row on the target (on_missing_row: log): the target differs; run `pgtransit verify --mode checksum`",
+                r.counts.not_found
+            );
+        }
     }
     Ok(0)
 }

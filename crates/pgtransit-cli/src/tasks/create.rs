@@ -125,6 +125,10 @@ fn build_task(a: &CreateArgs) -> Result<Task, Failure> {
     if let Some(s) = &a.steps {
         task.steps = parse_steps(s)?;
     }
+    if let Some(m) = &a.on_missing_row {
+        task.on_missing_row = pgtransit::task::OnMissingRow::parse(m)
+            .map_err(|e| Failure::usage(format!("--{e}")))?;
+    }
     if let Some(o) = &a.objects {
         task.objects = ObjectFilter {
             include: parse_objects(o)?,

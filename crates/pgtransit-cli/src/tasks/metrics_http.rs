@@ -72,6 +72,7 @@ pub fn record_cdc(m: &CdcMetrics) {
     metrics::gauge!("pgtransit_applied_transactions").set(m.transactions as f64);
     metrics::gauge!("pgtransit_rows_per_second").set(m.rows_per_second);
     metrics::gauge!("pgtransit_transactions_per_second").set(m.transactions_per_second);
+    metrics::gauge!("pgtransit_missing_rows").set(m.missing_rows as f64);
     if let Some(t) = m.last_commit_time {
         metrics::gauge!("pgtransit_last_source_commit_timestamp_seconds").set(t);
     }

@@ -48,6 +48,10 @@ pub struct CreateArgs {
     pub steps: Option<String>,
     #[arg(long, value_enum)]
     pub engine: Option<EngineArg>,
+    /// Stream engine: an UPDATE or DELETE whose row is not on the target stops the apply
+    /// (`stop`, the default) or is counted and logged (`log`)
+    #[arg(long, value_name = "stop|log")]
+    pub on_missing_row: Option<String>,
     /// Record the task without starting its worker
     #[arg(long)]
     pub no_start: bool,

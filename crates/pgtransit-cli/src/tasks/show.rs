@@ -160,7 +160,13 @@ async fn live(task: &Task) -> Live {
         Ok(Err(e)) => l.unreachable.push(format!("source: {}", pgtransit::native::first_line(&e.to_string()))),
         Err(_) => l.unreachable.push("source: no answer in 5 s".into()),
     }
-    if let Some(t) = &task.target {
+    // Only the stream engine keeps copy bookkeeping on the target; a native target has no
+    // pgtransit schema, and a query of it would log an ERROR there on every describe.
+    let stream_target = task
+        .target
+        .as_ref()
+        .filter(|_| task.engine == pgtransit::task::Engine::Stream);
+    if let Some(t) = stream_target {
         match tokio::time::timeout(bound, pgtransit::conn::connect(t)).await {
             Ok(Ok(c)) => {
                 let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&task.name];
@@ -170,7 +176,17 @@ async fn live(task: &Task) -> Live {
                      FROM pgtransit.copy_progress WHERE task = $1 GROUP BY 1 ORDER BY 1",
                     &params,
                 );
-                if let Ok(Ok(rows)) = tokio::time::timeout(bound, q).await {
+                let exists = c.query_one(
+                    "SELECT to_regclass('pgtransit.copy_progress') IS NOT NULL",
+                    &[],
+                );
+                let exists = matches!(
+                    tokio::time::timeout(bound, exists).await,
+                    Ok(Ok(r)) if r.get::<_, bool>(0)
+                );
+                if !exists {
+                    // Nothing copied yet.
+                } else if let Ok(Ok(rows)) = tokio::time::timeout(bound, q).await {
                     for r in rows {
                         let (name, units, done, n): (String, i32, i32, i64) =
                             (r.get(0), r.get(1), r.get(2), r.get(3));
@@ -364,6 +380,7 @@ pub async fn describe(a: NameArgs) -> Result<u8, Failure> {
             ("last source commit", "last_commit_time"),
             ("transactions/s", "transactions_per_second"),
             ("rows/s", "rows_per_second"),
+            ("missing rows", "missing_rows"),
             ("copy percent", "percent"),
         ] {
             if let Some(v) = get(key) {

@@ -322,12 +322,14 @@ async fn run_step(w: &Worker, task: &Task, step: &str) -> Result<bool, StepError
             native::create_pub(&mut s).await?;
             native::create_sub(&mut s).await?;
             // The initial sync runs on the target; wait until every table streams.
+            let mut watch = native::ErrorWatch::default();
             loop {
                 let p = native::progress(&mut s).await?;
                 publish_native(w, &p);
                 if p.complete {
                     break;
                 }
+                native_health(&mut s, &p, &mut watch).await?;
                 if w.stop.load(Ordering::SeqCst) {
                     return Ok(false);
                 }
@@ -371,14 +373,21 @@ async fn run_step(w: &Worker, task: &Task, step: &str) -> Result<bool, StepError
             Ok(false)
         }
         "cdc" => {
-            // The subscription applies on the target: watch it and publish its lag.
+            // The subscription applies on the target: watch it and publish its lag; an apply
+            // that keeps failing, or a disabled subscription, fails the task.
             let mut last = std::time::Instant::now() - Duration::from_secs(60);
+            let mut watch = native::ErrorWatch::default();
             while !w.stop.load(Ordering::SeqCst) {
                 if last.elapsed() >= Duration::from_secs(2) {
                     last = std::time::Instant::now();
                     match native::progress(&mut s).await {
-                        Ok(p) => publish_native(w, &p),
+                        Ok(p) => {
+                            publish_native(w, &p);
+                            native_health(&mut s, &p, &mut watch).await?;
+                        }
                         Err(e) => {
+                            // Errors counted while a side is away are no evidence.
+                            watch = native::ErrorWatch::default();
                             w.log(&format!(
                                 "cannot read the subscription's state: {}",
                                 e.message
@@ -394,6 +403,28 @@ async fn run_step(w: &Worker, task: &Task, step: &str) -> Result<bool, StepError
         }
         other => Err(StepError::failed(format!("unknown step {other}"))),
     }
+}
+
+/// A native subscription that was disabled, or whose workers keep failing, fails the step.
+async fn native_health(
+    s: &mut Session<'_>,
+    p: &native::Progress,
+    watch: &mut native::ErrorWatch,
+) -> Result<(), StepError> {
+    if !p.subscription_exists {
+        return Err(StepError::failed(format!(
+            "the subscription {} is gone from the target: the task cannot go on; recreate it",
+            s.task.subscription
+        )));
+    }
+    if !p.enabled {
+        return Err(native::apply_failure(s, "is disabled, so nothing is applied").await);
+    }
+    if let Some(n) = watch.observe(p.errors) {
+        let what = format!("failed {n} times within a minute (pg_stat_subscription_stats) and is retrying without end");
+        return Err(native::apply_failure(s, &what).await);
+    }
+    Ok(())
 }
 
 /// The native subscription's state as metrics.

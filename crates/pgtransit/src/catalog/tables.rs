@@ -13,6 +13,12 @@ pub struct TableInfo {
     /// `p` permanent, `u` unlogged, `t` temporary.
     pub persistence: char,
     pub is_partition: bool,
+    /// A partition's topmost partitioned ancestor (schema, name).
+    pub partition_root: Option<(String, String)>,
+    /// Under REPLICA IDENTITY FULL: the columns (`name type`) whose type has no equality
+    /// operator (json, point, xml, ...). PostgreSQL's own subscriber cannot match rows with
+    /// them; the stream engine compares those columns by their text.
+    pub full_without_equality: Vec<String>,
     /// Has an inheritance parent that is not a partitioned table.
     pub inherits: bool,
     pub has_primary_key: bool,
@@ -57,7 +63,30 @@ SELECT c.oid, n.nspname, c.relname, c.relkind::text, c.relpersistence::text, c.r
        CASE WHEN c.relkind = 'p' THEN 0 ELSE pg_total_relation_size(c.oid) END AS size,
        (SELECT e.extname FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
          WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
-           AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e') AS extension
+           AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e') AS extension,
+       CASE WHEN c.relispartition THEN
+         (WITH RECURSIVE up(r, depth) AS (
+            SELECT c.oid, 0 UNION ALL
+            SELECT i.inhparent, up.depth + 1 FROM up JOIN pg_inherits i ON i.inhrelid = up.r)
+          SELECT ARRAY[rn.nspname::text, rc.relname::text] FROM up
+          JOIN pg_class rc ON rc.oid = up.r JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+          ORDER BY up.depth DESC LIMIT 1)
+       END AS partition_root,
+       CASE WHEN c.relreplident = 'f' THEN ARRAY(
+         SELECT quote_ident(a.attname) || ' ' || format_type(a.atttypid, a.atttypmod)
+         FROM pg_attribute a
+         JOIN pg_type t0 ON t0.oid = a.atttypid
+         JOIN pg_type t ON t.oid = CASE WHEN t0.typtype = 'd' THEN t0.typbasetype ELSE t0.oid END
+         LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
+         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+           AND coalesce(e.typtype, t.typtype) NOT IN ('e', 'r', 'm', 'c')
+           AND NOT EXISTS (
+             SELECT 1 FROM pg_opclass oc JOIN pg_am am ON am.oid = oc.opcmethod
+             WHERE oc.opcdefault AND am.amname IN ('btree', 'hash')
+               AND (oc.opcintype = coalesce(e.oid, t.oid)
+                    OR EXISTS (SELECT 1 FROM pg_cast k WHERE k.castsource = coalesce(e.oid, t.oid)
+                               AND k.casttarget = oc.opcintype AND k.castmethod = 'b')))
+         ORDER BY a.attnum) ELSE '{}' END AS full_without_equality
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p')
   AND c.relpersistence <> 't'
@@ -106,6 +135,10 @@ pub async fn list_tables(client: &Client) -> Result<Vec<TableInfo>, tokio_postgr
                 size_bytes: size,
                 size_pretty: pretty_bytes(size),
                 extension: r.get(12),
+                partition_root: r
+                    .get::<_, Option<Vec<String>>>(13)
+                    .and_then(|v| Some((v.first()?.clone(), v.get(1)?.clone()))),
+                full_without_equality: r.get(14),
                 candidates: vec![],
                 rejected: vec![],
             }

@@ -73,6 +73,18 @@ impl Context<'_> {
             .iter()
             .filter(|t| self.task.objects.includes_table(&t.schema, &t.name))
     }
+
+    /// The selected tables and the partitions of selected partitioned tables (selected or
+    /// not themselves): every table whose rows are copied and whose changes are published.
+    pub fn selected_with_partitions(&self) -> impl Iterator<Item = &TableInfo> {
+        let f = &self.task.objects;
+        self.tables.iter().filter(move |t| {
+            f.includes_table(&t.schema, &t.name)
+                || t.partition_root
+                    .as_ref()
+                    .is_some_and(|(s, n)| f.includes_table(s, n))
+        })
+    }
 }
 
 /// The result of a check run; its JSON form is documented in docs/check-json.md.

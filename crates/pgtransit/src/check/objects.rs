@@ -73,8 +73,11 @@ pub async fn check(ctx: &Context<'_>) -> Result<Vec<Finding>, tokio_postgres::Er
                 "objects.partitioned-table",
                 Severity::Info,
                 name.clone(),
-                "partitioned table: published with publish_via_partition_root, so changes are \
-                 applied through the parent and the target may partition differently",
+                "partitioned table: published partition by partition when the target partitions \
+                 it the same way (the normal case after init-struct or copy-schema), so a TRUNCATE \
+                 of one partition is replicated; when the target partitions it differently, \
+                 through its root (publish_via_partition_root), and then a TRUNCATE of a single \
+                 partition is NOT replicated (truncate it on the target too)",
             ));
         }
         if t.inherits {

@@ -104,7 +104,9 @@ fn fix_statement(t: &TableInfo) -> String {
 pub fn check(ctx: &Context<'_>) -> (Vec<Finding>, Vec<TableRow>) {
     let mut findings = Vec::new();
     let mut rows = Vec::new();
-    for t in ctx.selected() {
+    // A partitioned table's partitions carry its rows: each needs an identity of its own,
+    // whether or not the object filter names it.
+    for t in ctx.selected_with_partitions() {
         let status = if t.kind == 'p' {
             "partitioned (rows live in its partitions)".to_string()
         } else if t.persistence == 'u' {
@@ -146,6 +148,33 @@ pub fn check(ctx: &Context<'_>) -> (Vec<Finding>, Vec<TableRow>) {
                 .object(t.qualified())
                 .fix(fix_statement(t)),
             );
+        } else if t.replica_identity == 'f'
+            && ctx.task.engine == crate::task::Engine::Native
+            && !t.full_without_equality.is_empty()
+        {
+            let mut f = Finding::new(
+                CHECK,
+                "replica-identity.full-without-equality",
+                Severity::Error,
+                Side::Source,
+                format!(
+                    "REPLICA IDENTITY FULL with column(s) whose type has no equality operator ({}): \
+                     PostgreSQL's subscriber (the native engine) cannot find the rows of an UPDATE or \
+                     DELETE and stops (\"could not identify an equality operator\"). Give the table a \
+                     primary key or a replica identity index, or use the stream engine, which compares \
+                     such columns by their text",
+                    t.full_without_equality.join(", ")
+                ),
+            )
+            .object(t.qualified());
+            if let Some(idx) = t.candidates.first() {
+                f = f.fix(format!(
+                    "ALTER TABLE {} REPLICA IDENTITY USING INDEX {};",
+                    t.qualified(),
+                    quote::ident(&idx.name)
+                ));
+            }
+            findings.push(f);
         } else if t.replica_identity == 'f' {
             let mut f = Finding::new(
                 CHECK,

@@ -16,3 +16,11 @@ pub use connect::{
 };
 pub use parse::{ConnSpec, SslMode};
 pub use secret::Secret;
+
+/// The settings that decide how values are written as text (dates, intervals, floats,
+/// time zones, bytea), pinned on every session that moves rows as text, on both sides:
+/// a text COPY or a change rendered under the source's DateStyle `SQL, DMY` and read under
+/// the target's `SQL, MDY` would swap day and month without an error, and
+/// extra_float_digits below 1 would round floats.
+pub const PINNED_TEXT_SETTINGS: &str = "SET datestyle = 'ISO, MDY'; SET intervalstyle = postgres; \
+     SET extra_float_digits = 3; SET timezone = 'UTC'; SET bytea_output = hex";

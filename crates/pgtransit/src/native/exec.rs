@@ -20,6 +20,10 @@ pub enum StepErrorKind {
     Differences,
     /// The step refused to overwrite data or an object it does not own (exit 4).
     Refused,
+    /// A connection broke in the middle (I/O error, closed session, SQLSTATE class 08,
+    /// or the server shutting down: 57P01-57P03). The only kind the stream engine retries;
+    /// elsewhere exit 1 like `Failed`.
+    Lost,
 }
 
 #[derive(Debug)]
@@ -75,7 +79,35 @@ pub fn sql_error(what: &str, e: tokio_postgres::Error) -> StepError {
         }
         None => e.to_string(),
     };
-    StepError::failed(format!("{what}: {detail}"))
+    let kind = if connection_lost(&e) {
+        StepErrorKind::Lost
+    } else {
+        StepErrorKind::Failed
+    };
+    StepError {
+        kind,
+        message: format!("{what}: {detail}"),
+    }
+}
+
+/// Whether an error means the session is gone (so the work may be retried on a new one),
+/// decided from the error's type and SQLSTATE, never from its text.
+pub fn connection_lost(e: &tokio_postgres::Error) -> bool {
+    use std::error::Error as _;
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(db) = e.as_db_error() {
+        return sqlstate_lost(db.code().code());
+    }
+    // No server answer at all: the socket failed.
+    e.source().is_some_and(|s| s.is::<std::io::Error>())
+}
+
+/// SQLSTATEs of a lost connection: class 08 (connection exception), admin or crash
+/// shutdown and "cannot connect now" (57P01-57P03).
+pub fn sqlstate_lost(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
 }
 
 type Say = Box<dyn Fn(&str) + Send + Sync>;

@@ -16,9 +16,11 @@ pub mod sql;
 mod steps;
 
 pub use diff::{diff, plan_diff, DiffReport, DiffRow};
-pub use exec::{first_line, sql_error, Session, StepError, StepErrorKind};
+pub use exec::{
+    connection_lost, first_line, sql_error, sqlstate_lost, Session, StepError, StepErrorKind,
+};
 pub use plan::{Action, Plan};
-pub use progress::{plan_progress, progress, Progress, TableProgress};
+pub use progress::{apply_failure, plan_progress, progress, ErrorWatch, Progress, TableProgress};
 pub use schema::{copy_schema, plan_copy_schema, SchemaOptions, Section};
 pub use steps::{
     copy_seq, create_pub, create_sub, create_sub_without_copy, drop_pub, drop_sub, plan_copy_seq,

@@ -1,6 +1,9 @@
 //! `progress` (Pigsty's `copy-progress`): where the subscription stands, per table and in
 //! total, from the catalogs of both sides — sync states instead of Pigsty's size ratio.
 
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
 use serde::Serialize;
 
 use super::exec::{Session, StepError};
@@ -146,4 +149,85 @@ pub fn plan_progress(task: &crate::task::Task) -> Plan {
             inspect(Side::Source, "lag of the slot", sql::PROGRESS_LAG),
         ],
     }
+}
+
+/// Watches the subscription's error counters (pg_stat_subscription_stats, target 15+).
+/// PostgreSQL counts every failure of its apply and sync workers: a lost connection to the
+/// source as much as a change the target refuses. A lost connection stops failing once the
+/// source is back; a refused change fails again at every retry
+/// (wal_retrieve_retry_interval, 5 s by default) for ever, and the subscription stands
+/// still. So errors that keep coming while the source answers (new errors at
+/// ERRORS_REPEATED readings within a minute; a burst counted while the source was away is
+/// one reading) are a failed apply. (The
+/// subscription is created without disable_on_error: with it, a source restart disabled
+/// it for good.)
+#[derive(Default)]
+pub struct ErrorWatch {
+    samples: VecDeque<(Instant, i64)>,
+}
+
+/// Readings with new errors within this window that make a failed apply.
+const ERRORS_REPEATED: i64 = 3;
+const ERRORS_WINDOW: Duration = Duration::from_secs(60);
+
+impl ErrorWatch {
+    /// Take a reading of the error counter (read while the source answered); the number
+    /// of errors in the window when they make a failed apply.
+    pub fn observe(&mut self, errors: Option<i64>) -> Option<i64> {
+        let errors = errors?;
+        let now = Instant::now();
+        self.samples.push_back((now, errors));
+        while self
+            .samples
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > ERRORS_WINDOW)
+        {
+            self.samples.pop_front();
+        }
+        let rising = self
+            .samples
+            .iter()
+            .zip(self.samples.iter().skip(1))
+            .filter(|(a, b)| b.1 > a.1)
+            .count() as i64;
+        let first = self.samples.front()?.1;
+        (rising >= ERRORS_REPEATED).then_some(errors - first)
+    }
+}
+
+/// The task fails: the subscription keeps failing, or was disabled. The target's last
+/// logical replication error is quoted when its log can be read through SQL (a superuser
+/// and logging_collector); otherwise the message says where to look.
+pub async fn apply_failure(s: &mut Session<'_>, what: &str) -> StepError {
+    let last = match s.client(Side::Target).await {
+        Ok(c) => c
+            .query_opt(
+                "SELECT pg_read_file(f, greatest(0, (pg_stat_file(f)).size - 262144), 262144) \
+                 FROM pg_current_logfile() f WHERE f IS NOT NULL",
+                &[],
+            )
+            .await
+            .ok()
+            .flatten()
+            .and_then(|r| r.get::<_, Option<String>>(0))
+            .and_then(|log| {
+                log.lines()
+                    .rev()
+                    .find(|l| l.contains("ERROR:") && l.contains("logical replication"))
+                    .map(str::to_string)
+            }),
+        Err(_) => None,
+    };
+    let why = match last {
+        Some(l) => format!("the target's log says: {}", l.trim()),
+        None => "the reason is in the target server's log (lines with \"logical replication\" \
+                 and ERROR)"
+            .to_string(),
+    };
+    StepError::failed(format!(
+        "the subscription {} on the target {what}; {why}. Fix the cause on the target (or the \
+         source), then `pgtransit start {}`: the subscription resumes where it stopped",
+        crate::quote::ident(&s.task.subscription),
+        s.task.name
+    ))
 }

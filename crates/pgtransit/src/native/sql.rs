@@ -16,6 +16,7 @@ pub const SCHEMA_KEYS: &str = include_str!("sql/schema-keys.sql");
 pub const TARGET_TABLES: &str = include_str!("sql/target-tables.sql");
 pub const PUBLICATION_STATE: &str = include_str!("sql/publication-state.sql");
 pub const CREATE_PUB: &str = include_str!("sql/create-pub.sql");
+pub const TARGET_PARTITIONS: &str = include_str!("sql/target-partitions.sql");
 pub const REFRESH_PUB: &str = include_str!("sql/refresh-pub.sql");
 pub const SUBSCRIPTION_STATE: &str = include_str!("sql/subscription-state.sql");
 pub const SLOT_STATE: &str = include_str!("sql/slot-state.sql");
@@ -41,6 +42,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("target-tables.sql", TARGET_TABLES),
     ("publication-state.sql", PUBLICATION_STATE),
     ("create-pub.sql", CREATE_PUB),
+    ("target-partitions.sql", TARGET_PARTITIONS),
     ("refresh-pub.sql", REFRESH_PUB),
     ("subscription-state.sql", SUBSCRIPTION_STATE),
     ("slot-state.sql", SLOT_STATE),

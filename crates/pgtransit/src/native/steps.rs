@@ -65,10 +65,18 @@ pub fn plan_create_pub(task: &crate::task::Task) -> Plan {
                 why: "does the publication exist, and whose is it".into(),
                 sql: sql::for_task(sql::PUBLICATION_STATE, task),
             },
+            Action::Inspect {
+                side: Side::Target,
+                why: "how the target partitions its tables (target_partitions)".into(),
+                sql: sql::for_task(sql::TARGET_PARTITIONS, task),
+            },
             Action::Generate {
                 from: Side::Source,
                 to: Side::Source,
-                why: "create the publication for the selected tables".into(),
+                why:
+                    "create the publication for the selected tables (partitioned ones leaf by leaf \
+                      when the target partitions them the same way)"
+                        .into(),
                 sql: sql::for_task(sql::CREATE_PUB, task),
             },
         ],
@@ -98,14 +106,37 @@ pub async fn create_pub(s: &mut Session<'_>) -> Result<(), StepError> {
             quote::ident(&name)
         )));
     }
+    let partitions = target_partitions(s).await?;
     let stmts = s
         .generate(
             Side::Source,
             "building CREATE PUBLICATION",
-            &sql::for_task(sql::CREATE_PUB, s.task),
+            &sql::for_task_with(
+                sql::CREATE_PUB,
+                s.task,
+                &[("target_partitions", Value::Text(partitions))],
+            ),
         )
         .await?;
     s.run_statements(Side::Source, &stmts, str::to_string).await
+}
+
+/// The target's partitions as `parent>child` lines (none when the task has no target).
+async fn target_partitions(s: &mut Session<'_>) -> Result<String, StepError> {
+    if s.task.target.is_none() {
+        return Ok(String::new());
+    }
+    let rows = s
+        .rows(
+            Side::Target,
+            "reading how the target partitions its tables",
+            sql::TARGET_PARTITIONS,
+        )
+        .await?;
+    Ok(rows
+        .first()
+        .and_then(|r| r.get::<_, Option<String>>(0))
+        .unwrap_or_default())
 }
 
 pub fn plan_refresh(task: &crate::task::Task) -> Plan {

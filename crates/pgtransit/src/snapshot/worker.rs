@@ -171,6 +171,9 @@ impl Worker {
         };
         drop(imported);
         let mut dst = conn::connect(&self.target).await?;
+        dst.batch_execute(conn::PINNED_TEXT_SETTINGS)
+            .await
+            .map_err(|e| sql_error("pinning the text formats (on the target)", e))?;
         loop {
             if self.counters.stop.load(Ordering::SeqCst) {
                 return Ok(());
@@ -188,7 +191,8 @@ impl Worker {
     async fn import(&self) -> Result<(Client, String), StepError> {
         let src = conn::connect(&self.source).await?;
         src.batch_execute(&format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+            "{}; BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+            conn::PINNED_TEXT_SETTINGS,
             quote::literal(&self.snapshot)
         ))
         .await

@@ -1,7 +1,14 @@
 //! Applying decoded changes to the target: one session, source transactions kept whole
 //! and in order, prepared statements per table, operation and column set. Only the columns
 //! an UPDATE sent are written (an unchanged TOAST value never is); rows are found by their
-//! identity key, or under REPLICA IDENTITY FULL by all old columns, NULL-safe, one row.
+//! identity key, or under REPLICA IDENTITY FULL by all old columns, NULL-safe, one row,
+//! each compared with its type's own equality operator on the target (or, for the few
+//! types without one, by the text the target renders of both values).
+//!
+//! An UPDATE or DELETE must find its row: each statement names the rows it had to touch
+//! and the target tells which it found, so a row missing on the target is never silent
+//! (the stream stops or counts it: `OnMissingRow`). UPDATE, DELETE and TRUNCATE name a
+//! plain table with ONLY: its inheritance children get their own changes.
 //!
 //! Changes wait per table and go out as one statement per run: consecutive inserts as a
 //! multi-row INSERT, key-unchanged updates as `UPDATE ... FROM (VALUES ...)`, deletes as
@@ -18,7 +25,7 @@ use bytes::Bytes;
 use pgoutput::{Delete, Insert, OldTuple, Truncate, Tuple, Update, Value};
 use tokio_postgres::Statement;
 
-use super::pipeline::{Pipeline, Sent};
+use super::pipeline::{Expected, Pipeline, Sent};
 use super::tables::Table;
 use super::text::TextValue;
 use crate::native::{sql_error, StepError};
@@ -36,7 +43,8 @@ pub struct Counts {
     pub updates: u64,
     pub deletes: u64,
     pub truncates: u64,
-    /// UPDATE or DELETE whose row was not on the target (outside a resumed copy's window).
+    /// UPDATE or DELETE whose row was not on the target (outside a resumed copy's window),
+    /// counted under `on_missing_row: log`.
     pub not_found: u64,
 }
 
@@ -61,6 +69,8 @@ struct Waiting {
     foldable: bool,
     /// Inserts: the row. Updates: the written values, then the key. Deletes: the key.
     rows: Vec<Vec<Value>>,
+    /// The commit LSN of each row's source transaction.
+    lsns: Vec<u64>,
     /// Updates and deletes: the row index of each key.
     keys: HashMap<Key, usize>,
     /// A long run of inserts: the rows go straight into an open COPY.
@@ -79,17 +89,20 @@ pub struct Applier {
     waiting: Vec<Waiting>,
     waiting_rows: usize,
     pub counts: Counts,
+    /// Which target types have an equality operator (by type oid), for FULL identity.
+    pub equality: HashMap<u32, bool>,
 }
 
 fn text(v: &Value) -> TextValue {
     TextValue::from(v)
 }
 
-fn sent(what: String, expect_rows: Option<u64>) -> Sent {
+/// A statement touching rows it must find.
+fn sent_rows(what: String, expected: Vec<Expected>, key_names: Vec<String>) -> Sent {
     Sent {
-        what,
-        expect_rows,
-        commits: None,
+        expected,
+        key_names,
+        ..Sent::plain(what)
     }
 }
 
@@ -107,6 +120,7 @@ impl Applier {
             waiting: Vec::new(),
             waiting_rows: 0,
             counts: Counts::default(),
+            equality: HashMap::new(),
         }
     }
 
@@ -164,6 +178,21 @@ impl Applier {
         Ok((copied, idempotent))
     }
 
+    /// Whether a change of `t` committed at `lsn` must find its row: not inside a resumed
+    /// copy's window, where the copy may already contain it.
+    fn strict(t: &Table, lsn: u64) -> bool {
+        t.idempotent_until.is_none_or(|l| lsn >= l)
+    }
+
+    /// A change that cannot be matched: the source sent no key for it.
+    fn no_key(t: &Table, what: &str, lsn: u64) -> StepError {
+        StepError::failed(format!(
+            "cannot apply {what} {}: the source sent no key for it (replica identity NOTHING, or              DEFAULT without a primary key; for a partitioned table, its partitions' identity) in              the source transaction committing at {}. Nothing of it was committed and the slot keeps              every change: give the table a replica identity on the source (pgtransit check              replica-identity --fix) and recreate the task, or exclude the table",
+            t.name,
+            super::lsn_text(lsn)
+        ))
+    }
+
     pub async fn insert(
         &mut self,
         p: &mut Pipeline,
@@ -182,8 +211,15 @@ impl Applier {
                 m.new.0.len()
             )));
         }
-        self.wait(p, m.relation, Kind::Insert { idempotent }, m.new.0, None)
-            .await
+        self.wait(
+            p,
+            m.relation,
+            Kind::Insert { idempotent },
+            m.new.0,
+            None,
+            commit_lsn,
+        )
+        .await
     }
 
     pub async fn update(
@@ -197,7 +233,10 @@ impl Applier {
             return Ok(());
         }
         let t = Arc::clone(self.table(m.relation)?);
-        if !t.full_identity && m.old.is_none() {
+        if !t.full_identity && !t.key.iter().any(|&k| k) {
+            return Err(Self::no_key(&t, "an UPDATE of", commit_lsn));
+        }
+        if !t.full_identity && m.old.is_none() && t.batch_updates {
             let set_cols: Vec<usize> = (0..m.new.0.len())
                 .filter(|&i| {
                     !matches!(m.new.0[i], Value::UnchangedToast)
@@ -213,7 +252,7 @@ impl Applier {
             row.extend(key.iter().cloned());
             let kind = Kind::Update { set_cols };
             return self
-                .wait(p, m.relation, kind, row, Some(key_of(&key)))
+                .wait(p, m.relation, kind, row, Some(key_of(&key)), commit_lsn)
                 .await;
         }
         self.send_own_turn(p, m.relation).await?;
@@ -238,17 +277,30 @@ impl Applier {
         if sets.is_empty() {
             return Ok(());
         }
-        let (clause, where_mask, wparams) =
-            locate(&t, m.old.as_ref(), Some(&m.new), params.len() + 1);
-        params.extend(wparams);
-        let key = format!("U{set_mask}:{where_mask}");
+        let at = locate(&t, m.old.as_ref(), Some(&m.new), params.len() + 1);
+        params.extend(at.params);
+        let key = format!("U{set_mask}:{}", at.mask);
         let st = self
             .statement(p, m.relation, key, || {
-                format!("UPDATE {} SET {} WHERE {clause}", t.name, sets.join(", "))
+                format!(
+                    "UPDATE {} SET {} WHERE {}",
+                    t.only_name,
+                    sets.join(", "),
+                    at.clause
+                )
             })
             .await?;
-        p.execute(&st, params, sent(format!("updating {}", t.name), Some(1)))
-            .await?;
+        let expected = vec![Expected {
+            key: at.values,
+            lsn: commit_lsn,
+            strict: Self::strict(&t, commit_lsn),
+        }];
+        p.execute(
+            &st,
+            params,
+            sent_rows(format!("updating {}", t.name), expected, at.names),
+        )
+        .await?;
         self.counts.updates += 1;
         Ok(())
     }
@@ -265,21 +317,31 @@ impl Applier {
         }
         let t = Arc::clone(self.table(m.relation)?);
         if !t.full_identity {
+            if !t.key.iter().any(|&k| k) {
+                return Err(Self::no_key(&t, "a DELETE from", commit_lsn));
+            }
             let key = key_values(&t, m.old.tuple());
             let k = key_of(&key);
-            return self.wait(p, m.relation, Kind::Delete, key, Some(k)).await;
+            return self
+                .wait(p, m.relation, Kind::Delete, key, Some(k), commit_lsn)
+                .await;
         }
         self.send_own_turn(p, m.relation).await?;
-        let (clause, mask, params) = locate(&t, Some(&m.old), None, 1);
+        let at = locate(&t, Some(&m.old), None, 1);
         let st = self
-            .statement(p, m.relation, format!("D{mask}"), || {
-                format!("DELETE FROM {} WHERE {clause}", t.name)
+            .statement(p, m.relation, format!("D{}", at.mask), || {
+                format!("DELETE FROM {} WHERE {}", t.only_name, at.clause)
             })
             .await?;
+        let expected = vec![Expected {
+            key: at.values,
+            lsn: commit_lsn,
+            strict: Self::strict(&t, commit_lsn),
+        }];
         p.execute(
             &st,
-            params,
-            sent(format!("deleting from {}", t.name), Some(1)),
+            at.params,
+            sent_rows(format!("deleting from {}", t.name), expected, at.names),
         )
         .await?;
         self.counts.deletes += 1;
@@ -297,7 +359,7 @@ impl Applier {
         let mut names = Vec::new();
         for oid in &m.relations {
             if !self.skip(*oid, commit_lsn)?.0 {
-                names.push(self.table(*oid)?.name.clone());
+                names.push(self.table(*oid)?.only_name.clone());
             }
         }
         if names.is_empty() {
@@ -354,6 +416,7 @@ impl Applier {
         kind: Kind,
         row: Vec<Value>,
         key: Option<Key>,
+        lsn: u64,
     ) -> Result<(), StepError> {
         let foldable = self.table(oid)?.foldable;
         if self
@@ -371,6 +434,7 @@ impl Applier {
             if let Some(at) = seen.filter(|_| same && foldable) {
                 if matches!(kind, Kind::Update { .. }) {
                     w.rows[at] = row;
+                    w.lsns[at] = lsn;
                     self.counts.updates += 1;
                     return Ok(());
                 }
@@ -388,6 +452,7 @@ impl Applier {
                     w.keys.insert(k, w.rows.len());
                 }
                 w.rows.push(row);
+                w.lsns.push(lsn);
                 self.waiting_rows += 1;
                 return self.bound_memory(p).await;
             }
@@ -406,6 +471,7 @@ impl Applier {
             kind,
             foldable,
             rows: vec![row],
+            lsns: vec![lsn],
             keys,
             copying: false,
         });
@@ -443,6 +509,7 @@ impl Applier {
         }
         self.waiting.push(Waiting {
             rows: Vec::new(),
+            lsns: Vec::new(),
             keys: HashMap::new(),
             copying: true,
             ..w
@@ -465,30 +532,57 @@ impl Applier {
             return Ok(());
         }
         let t = Arc::clone(self.table(w.oid)?);
-        let (key, sql, what, expect): (String, Box<dyn FnOnce() -> String>, String, _) =
-            match &w.kind {
-                Kind::Insert { idempotent } => (
-                    format!("I{n}{}", if *idempotent { "i" } else { "" }),
-                    Box::new(|| insert_sql(&t, n, *idempotent)),
-                    format!("inserting into {}", t.name),
-                    None,
-                ),
-                Kind::Update { set_cols } => (
-                    format!("UB{n}:{set_cols:?}"),
-                    Box::new(|| update_sql(&t, n, set_cols)),
-                    format!("updating {}", t.name),
-                    Some(n as u64),
-                ),
-                Kind::Delete => (
-                    format!("DB{n}"),
-                    Box::new(|| delete_sql(&t, n)),
-                    format!("deleting from {}", t.name),
-                    Some(n as u64),
-                ),
-            };
-        let st = self.statement(p, w.oid, key, sql).await?;
         let params: Vec<TextValue> = w.rows.iter().flat_map(|r| r.iter().map(text)).collect();
-        p.execute(&st, params, sent(what, expect)).await?;
+        // Updates and deletes return the ordinal of each row they found; the key of each
+        // row is the tail of its values.
+        let expected = |from: usize| -> Vec<Expected> {
+            w.rows
+                .iter()
+                .zip(&w.lsns)
+                .map(|(r, &lsn)| Expected {
+                    key: r[from..].to_vec(),
+                    lsn,
+                    strict: Self::strict(&t, lsn),
+                })
+                .collect()
+        };
+        match &w.kind {
+            Kind::Insert { idempotent } => {
+                let key = format!("I{n}{}", if *idempotent { "i" } else { "" });
+                let st = self
+                    .statement(p, w.oid, key, || insert_sql(&t, n, *idempotent))
+                    .await?;
+                p.execute(
+                    &st,
+                    params,
+                    Sent::plain(format!("inserting into {}", t.name)),
+                )
+                .await?;
+            }
+            Kind::Update { set_cols } => {
+                let key = format!("UB{n}:{set_cols:?}");
+                let st = self
+                    .statement(p, w.oid, key, || update_sql(&t, n, set_cols))
+                    .await?;
+                let sent = sent_rows(
+                    format!("updating {}", t.name),
+                    expected(set_cols.len()),
+                    t.key_names(),
+                );
+                p.execute_returning(&st, params, sent).await?;
+            }
+            Kind::Delete => {
+                let st = self
+                    .statement(p, w.oid, format!("DB{n}"), || delete_sql(&t, n))
+                    .await?;
+                let sent = sent_rows(
+                    format!("deleting from {}", t.name),
+                    expected(0),
+                    t.key_names(),
+                );
+                p.execute_returning(&st, params, sent).await?;
+            }
+        }
         match w.kind {
             Kind::Insert { .. } => self.counts.inserts += n as u64,
             Kind::Update { .. } => self.counts.updates += n as u64,
@@ -498,16 +592,20 @@ impl Applier {
     }
 }
 
-/// `$first, $first+1, ...` as one VALUES tuple per row, cast where the types are given.
-fn tuples(n: usize, width: usize, casts: Option<&[&str]>) -> String {
+/// `$first, $first+1, ...` as one VALUES tuple per row, cast where the types are given;
+/// with `ordinal`, each tuple ends with its 1-based row number (for RETURNING).
+fn tuples(n: usize, width: usize, casts: Option<&[&str]>, ordinal: bool) -> String {
     (0..n)
         .map(|r| {
-            let ps: Vec<String> = (0..width)
+            let mut ps: Vec<String> = (0..width)
                 .map(|j| match casts {
                     Some(c) => format!("${}::{}", r * width + j + 1, c[j]),
                     None => format!("${}", r * width + j + 1),
                 })
                 .collect();
+            if ordinal {
+                ps.push(format!("{}", r + 1));
+            }
             format!("({})", ps.join(", "))
         })
         .collect::<Vec<_>>()
@@ -519,7 +617,7 @@ fn insert_sql(t: &Table, n: usize, idempotent: bool) -> String {
         "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE VALUES {}{}",
         t.name,
         t.columns.join(", "),
-        tuples(n, t.columns.len(), None),
+        tuples(n, t.columns.len(), None, false),
         if idempotent {
             " ON CONFLICT DO NOTHING"
         } else {
@@ -536,7 +634,8 @@ fn update_sql(t: &Table, n: usize, set_cols: &[usize]) -> String {
     let keys = key_columns(t);
     let cols: Vec<usize> = set_cols.iter().chain(keys.iter()).copied().collect();
     let casts: Vec<&str> = cols.iter().map(|&c| t.types[c].as_str()).collect();
-    let alias: Vec<String> = (0..cols.len()).map(|j| format!("c{j}")).collect();
+    let mut alias: Vec<String> = (0..cols.len()).map(|j| format!("c{j}")).collect();
+    alias.push("o".into());
     let sets: Vec<String> = set_cols
         .iter()
         .enumerate()
@@ -548,10 +647,10 @@ fn update_sql(t: &Table, n: usize, set_cols: &[usize]) -> String {
         .map(|(j, &c)| format!("x.{} = v.c{}", t.columns[c], set_cols.len() + j))
         .collect();
     format!(
-        "UPDATE {} AS x SET {} FROM (VALUES {}) AS v({}) WHERE {}",
-        t.name,
+        "UPDATE {} AS x SET {} FROM (VALUES {}) AS v({}) WHERE {} RETURNING v.o",
+        t.only_name,
         sets.join(", "),
-        tuples(n, cols.len(), Some(&casts)),
+        tuples(n, cols.len(), Some(&casts), true),
         alias.join(", "),
         on.join(" AND ")
     )
@@ -560,59 +659,94 @@ fn update_sql(t: &Table, n: usize, set_cols: &[usize]) -> String {
 fn delete_sql(t: &Table, n: usize) -> String {
     let keys = key_columns(t);
     let casts: Vec<&str> = keys.iter().map(|&c| t.types[c].as_str()).collect();
-    let names: Vec<&str> = keys.iter().map(|&i| t.columns[i].as_str()).collect();
+    let mut alias: Vec<String> = (0..keys.len()).map(|j| format!("c{j}")).collect();
+    alias.push("o".into());
+    let on: Vec<String> = keys
+        .iter()
+        .enumerate()
+        .map(|(j, &c)| format!("x.{} = v.c{j}", t.columns[c]))
+        .collect();
     format!(
-        "DELETE FROM {} WHERE ({}) IN (VALUES {})",
-        t.name,
-        names.join(", "),
-        tuples(n, keys.len(), Some(&casts))
+        "DELETE FROM {} AS x USING (VALUES {}) AS v({}) WHERE {} RETURNING v.o",
+        t.only_name,
+        tuples(n, keys.len(), Some(&casts), true),
+        alias.join(", "),
+        on.join(" AND ")
     )
 }
 
-/// WHERE clause and its values: the identity key (from the old key tuple when the key
-/// changed), or every old column NULL-safe under FULL identity (compared as text, which is
-/// what the source sent), as a ctid subquery so only one row is touched.
-fn locate(
-    t: &Table,
-    old: Option<&OldTuple>,
-    new: Option<&Tuple>,
-    first: usize,
-) -> (String, String, Vec<TextValue>) {
+/// How a statement of one row finds it: the WHERE clause, a mask of the columns used
+/// (part of the prepared statement's identity), the parameters, and the values and names
+/// of those columns (to name the row if it is missing).
+struct Locate {
+    clause: String,
+    mask: String,
+    params: Vec<TextValue>,
+    values: Vec<Value>,
+    names: Vec<String>,
+}
+
+/// The row by its identity key (from the old key tuple when the key changed), or under
+/// FULL identity by every old column, NULL-safe, through a ctid subquery so that exactly
+/// one row is touched. Each column is compared with its type's equality operator, its
+/// value parsed by the target as the column's type; a type without one is compared by the
+/// text the target renders of both sides (never by the source's text against the
+/// target's). On a partitioned target a ctid is only unique with its tableoid.
+fn locate(t: &Table, old: Option<&OldTuple>, new: Option<&Tuple>, first: usize) -> Locate {
     let tuple = old
         .map(|o| o.tuple())
         .or(new)
         .expect("a tuple to locate the row");
     let mut conds = Vec::new();
-    let mut mask = String::new();
-    let mut params = Vec::new();
+    let mut at = Locate {
+        clause: String::new(),
+        mask: String::new(),
+        params: Vec::new(),
+        values: Vec::new(),
+        names: Vec::new(),
+    };
     for (i, v) in tuple.0.iter().enumerate() {
         let used = t.key.get(i).copied().unwrap_or(false) && !matches!(v, Value::UnchangedToast);
-        mask.push(if used { '1' } else { '0' });
+        at.mask.push(if used { '1' } else { '0' });
         if !used {
             continue;
         }
-        let p = first + params.len();
-        if t.full_identity {
-            conds.push(format!(
-                "{}::text IS NOT DISTINCT FROM ${p}::text",
-                t.columns[i]
-            ));
+        let p = first + at.params.len();
+        let (col, typ) = (&t.columns[i], &t.types[i]);
+        if !t.full_identity {
+            conds.push(format!("{col} = ${p}"));
+        } else if t.equality[i] {
+            conds.push(format!("{col} IS NOT DISTINCT FROM ${p}::{typ}"));
         } else {
-            conds.push(format!("{} = ${p}", t.columns[i]));
+            conds.push(format!(
+                "{col}::text IS NOT DISTINCT FROM ${p}::{typ}::text"
+            ));
         }
-        params.push(text(v));
+        at.params.push(text(v));
+        at.values.push(v.clone());
+        at.names.push(col.clone());
     }
+    // Callers refuse a table without key columns. A FULL row whose every column is an
+    // unchanged TOAST value cannot be told apart: it matches nothing, which is reported.
     let cond = if conds.is_empty() {
         "false".to_string()
     } else {
         conds.join(" AND ")
     };
-    let clause = if t.full_identity {
-        format!("ctid = (SELECT ctid FROM {} WHERE {cond} LIMIT 1)", t.name)
-    } else {
+    at.clause = if !t.full_identity {
         cond
+    } else if t.partitioned {
+        format!(
+            "(tableoid, ctid) = (SELECT tableoid, ctid FROM {} WHERE {cond} LIMIT 1)",
+            t.name
+        )
+    } else {
+        format!(
+            "ctid = (SELECT ctid FROM {} WHERE {cond} LIMIT 1)",
+            t.only_name
+        )
     };
-    (clause, mask, params)
+    at
 }
 
 /// The identity key's values of a tuple, in column order.

@@ -17,22 +17,25 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use pgoutput::{Decoder, Message};
-use pgwire_replication::{Lsn, ReplicationClient, ReplicationEvent};
+use pgwire_replication::{Lsn, PgWireError, ReplicationClient, ReplicationEvent};
 use pipeline::Pipeline;
 use serde::Serialize;
 use tokio_postgres::Client;
 
 use crate::check::Side;
 use crate::conn;
-use crate::native::{sql_error, Session, StepError};
+use crate::native::{sql_error, sqlstate_lost, Session, StepError, StepErrorKind};
 use crate::snapshot::{message, CopyEvent, Events};
+use crate::task::OnMissingRow;
 
 pub use apply::Counts;
 
-/// Settings the walsender and our target session share, so that text values and the
-/// NULL-safe text comparisons of REPLICA IDENTITY FULL mean the same on both.
+/// The walsender's side of conn::PINNED_TEXT_SETTINGS, which the apply session sets: the
+/// text pgoutput renders is read back as the same value, whatever either server's defaults
+/// (a target in another TimeZone, a DateStyle, bytea_output escape, fewer float digits).
 const SESSION_SETTINGS: &str =
-    "-c datestyle=ISO,MDY -c intervalstyle=postgres -c extra_float_digits=3";
+    "-c datestyle=ISO,MDY -c intervalstyle=postgres -c extra_float_digits=3 \
+     -c timezone=UTC -c bytea_output=hex";
 
 #[derive(Clone, Debug)]
 pub enum Until {
@@ -72,6 +75,9 @@ pub struct CdcMetrics {
     pub rows: u64,
     pub transactions_per_second: f64,
     pub rows_per_second: f64,
+    /// UPDATEs and DELETEs that found no row on the target, let pass by `on_missing_row:
+    /// log` (under `stop` the apply stops at the first).
+    pub missing_rows: u64,
 }
 
 /// Unix seconds from PostgreSQL's microseconds since 2000-01-01.
@@ -145,11 +151,10 @@ async fn origin_progress(c: &Client, origin: &str) -> Result<u64, StepError> {
 async fn target_session(spec: &conn::ConnSpec, origin: &str) -> Result<Client, StepError> {
     let c = conn::connect(spec).await?;
     let fail = |what: &'static str| move |e| sql_error(what, e);
-    c.batch_execute(
-        "SET session_replication_role = replica; SET datestyle = 'ISO, MDY'; \
-         SET plan_cache_mode = force_generic_plan; \
-         SET intervalstyle = postgres; SET extra_float_digits = 3",
-    )
+    c.batch_execute(&format!(
+        "SET session_replication_role = replica; SET plan_cache_mode = force_generic_plan; {}",
+        conn::PINNED_TEXT_SETTINGS
+    ))
     .await
     .map_err(fail(
         "preparing the apply session (it needs a superuser on the target)",
@@ -186,8 +191,8 @@ async fn target_session(spec: &conn::ConnSpec, origin: &str) -> Result<Client, S
     Ok(c)
 }
 
-/// Per target table (by its oid on the target): the lowest and highest snapshot position
-/// of its copy.
+/// Per target table (by its oid on the target, and for a partitioned one each of its
+/// partitions): the lowest and highest snapshot position of its copy.
 async fn copy_positions(c: &Client, task: &str) -> Result<HashMap<u32, (u64, u64)>, StepError> {
     let exists: bool = c
         .query_one(
@@ -200,11 +205,21 @@ async fn copy_positions(c: &Client, task: &str) -> Result<HashMap<u32, (u64, u64
     if !exists {
         return Ok(HashMap::new());
     }
+    // A partitioned table copied as a whole is published leaf by leaf when the target
+    // partitions it the same way: its partitions share its positions.
     let rows = c
         .query(
-            "SELECT to_regclass(target_name)::oid, min(snapshot_lsn)::text, max(snapshot_lsn)::text \
-             FROM pgtransit.copy_progress WHERE task = $1 AND done AND to_regclass(target_name) IS NOT NULL \
-             GROUP BY 1",
+            "WITH RECURSIVE t AS ( \
+               SELECT to_regclass(target_name)::oid AS r, min(snapshot_lsn) AS a, max(snapshot_lsn) AS b \
+               FROM pgtransit.copy_progress WHERE task = $1 AND done AND to_regclass(target_name) IS NOT NULL \
+               GROUP BY 1), \
+             d(root, r) AS ( \
+               SELECT r, r FROM t \
+               UNION ALL \
+               SELECT d.root, i.inhrelid FROM d JOIN pg_class c ON c.oid = d.r AND c.relkind = 'p' \
+               JOIN pg_inherits i ON i.inhparent = d.r) \
+             SELECT DISTINCT ON (d.r) d.r, t.a::text, t.b::text FROM d JOIN t ON t.r = d.root \
+             ORDER BY d.r, d.r = d.root DESC",
             &[&task],
         )
         .await
@@ -288,8 +303,12 @@ pub async fn cdc(
             Some(parse_lsn(&l)?)
         }
     };
+    let policy = task.on_missing_row;
     let mut backoff = Duration::from_millis(500);
-    let mut run = Run::default();
+    let mut run = Run {
+        on_missing: policy,
+        ..Run::default()
+    };
     let mut first_start = None;
     let mut target: Option<Arc<Client>> = None;
     loop {
@@ -298,7 +317,13 @@ pub async fn cdc(
         let setup = prepare(s, &target_spec, &origin, &mut target).await;
         let (client, copies, start) = match setup {
             Ok(x) => x,
-            Err(e) if first_start.is_none() || o.stop.load(Ordering::SeqCst) => return Err(e),
+            Err(e)
+                if first_start.is_none()
+                    || o.stop.load(Ordering::SeqCst)
+                    || !matches!(e.kind, StepErrorKind::Lost | StepErrorKind::Connect) =>
+            {
+                return Err(e)
+            }
             Err(e) => {
                 events(message(format!(
                     "  cannot resume yet ({}); retrying in {:.1} s",
@@ -330,7 +355,8 @@ pub async fn cdc(
                 repl.stop();
                 r
             }
-            Err(e) => Err(Interrupted::Network(
+            Err(e) => Err(replication_interrupted(
+                &e,
                 conn::replication_error(&source, e.to_string()).to_string(),
             )),
         };
@@ -379,6 +405,9 @@ struct Run {
     oldest_pending: Option<f64>,
     /// Transactions and rows at the last metrics event, and when.
     last_sample: Option<(Instant, u64, u64)>,
+    on_missing: OnMissingRow,
+    /// Lines for the log, sent with the next event.
+    notes: Vec<String>,
 }
 
 impl Run {
@@ -415,6 +444,7 @@ impl Run {
             rows,
             transactions_per_second: tps,
             rows_per_second: rps,
+            missing_rows: self.applier.counts.not_found,
         }
     }
 }
@@ -425,17 +455,46 @@ enum Interrupted {
     Fatal(StepError),
 }
 
+/// Only a lost connection is retried; everything else (a change the target refuses, a
+/// missing row) stops the apply. Decided by the error's kind, which comes from the
+/// driver's error type and SQLSTATE, never from words in its message.
 fn classify(e: StepError) -> Interrupted {
-    let m = e.message.to_lowercase();
-    if m.contains("connection")
-        || m.contains("closed")
-        || m.contains("terminating")
-        || m.contains("shutdown")
-    {
-        Interrupted::Network(e.message)
-    } else {
-        Interrupted::Fatal(e)
+    match e.kind {
+        StepErrorKind::Lost | StepErrorKind::Connect => Interrupted::Network(e.message),
+        _ => Interrupted::Fatal(e),
     }
+}
+
+/// An error of the replication stream: I/O and a worker that died are a lost connection;
+/// so is a server error whose SQLSTATE says the server went away, or that the slot is
+/// still held by the walsender of our own connection that just broke (55006). Any other
+/// server error (a pgoutput option the server does not know, a slot that is gone or
+/// invalidated, missing privileges) is fatal: retrying cannot help.
+fn replication_interrupted(e: &PgWireError, message: String) -> Interrupted {
+    let lost = match e {
+        PgWireError::Io(_) | PgWireError::Task(_) => true,
+        PgWireError::Server(m) => {
+            server_sqlstate(m).is_some_and(|c| sqlstate_lost(c) || c == "55006")
+        }
+        _ => false,
+    };
+    if lost {
+        Interrupted::Network(message)
+    } else {
+        Interrupted::Fatal(StepError::failed(format!(
+            "the source refused the replication stream: {message}"
+        )))
+    }
+}
+
+/// The SQLSTATE pgwire-replication appends to a server error, `... (SQLSTATE 55006)`.
+fn server_sqlstate(m: &str) -> Option<&str> {
+    let code = m
+        .trim_end()
+        .strip_suffix(')')?
+        .rsplit("(SQLSTATE ")
+        .next()?;
+    (code.len() == 5 && code.bytes().all(|b| b.is_ascii_alphanumeric())).then_some(code)
 }
 
 async fn stream(
@@ -447,6 +506,7 @@ async fn stream(
     events: &Events,
     run: &mut Run,
 ) -> Result<(), Interrupted> {
+    let policy = run.on_missing;
     let mut decoder = Decoder::new(1);
     // A new session: nothing of an interrupted transaction is kept, and the statements
     // are prepared again as the Relation messages come.
@@ -463,6 +523,9 @@ async fn stream(
     let fatal = classify;
     loop {
         acknowledge(p, repl, run);
+        for note in std::mem::take(&mut run.notes) {
+            events(message(note));
+        }
         // Published also while the stream is idle, so that what `describe` shows is fresh.
         if last_report.elapsed() > METRICS_EVERY {
             last_report = Instant::now();
@@ -499,7 +562,7 @@ async fn stream(
                 if (open.is_some() && !skipping) || group.is_some() {
                     rollback(p).await;
                 }
-                return Err(Interrupted::Network(e.to_string()));
+                return Err(replication_interrupted(&e, e.to_string()));
             }
             Ok(None) => return Err(Interrupted::Network("the replication stream ended".into())),
             Ok(Some(ev)) => ev,
@@ -515,7 +578,7 @@ async fn stream(
                     .get_or_insert(pg_time(commit_time_micros));
                 skipping = commit < run.applied;
                 if skipping && group.is_some() {
-                    commit_group(p, repl, &mut group, run, true).await?;
+                    commit_group(p, repl, &mut group, run, true, policy).await?;
                 }
                 if !skipping && group.is_none() {
                     p.simple("BEGIN".into(), "starting a target transaction".into())
@@ -571,7 +634,7 @@ async fn stream(
                         peeked = repl.recv().now_or_never();
                     }
                     if count >= GROUP_MAX || reached || peeked.is_none() {
-                        commit_group(p, repl, &mut group, run, reached).await?;
+                        commit_group(p, repl, &mut group, run, reached, policy).await?;
                     }
                 }
                 if until.is_some_and(|u| run.applied >= u) && group.is_none() {
@@ -581,7 +644,7 @@ async fn stream(
             ReplicationEvent::KeepAlive { wal_end, .. } => {
                 run.source_end = run.source_end.max(wal_end.0);
                 if group.is_some() {
-                    commit_group(p, repl, &mut group, run, true).await?;
+                    commit_group(p, repl, &mut group, run, true, policy).await?;
                 } else if open.is_none() {
                     p.drain().await.map_err(classify)?;
                     acknowledge(p, repl, run);
@@ -625,11 +688,23 @@ async fn commit_group(
     group: &mut Option<(u64, i64, u64)>,
     run: &mut Run,
     wait: bool,
+    policy: OnMissingRow,
 ) -> Result<(), Interrupted> {
     let Some((end, commit_time, count)) = group.take() else {
         return Ok(());
     };
     run.applier.flush(p).await.map_err(classify)?;
+    if policy == OnMissingRow::Stop {
+        // Every statement of the group is answered before its COMMIT goes out, so that a
+        // row missing on the target stops the apply with nothing of the group committed.
+        p.drain().await.map_err(classify)?;
+        if let Some(first) = p.missing.first().cloned() {
+            let n = p.missing.len();
+            p.missing.clear();
+            rollback(p).await;
+            return Err(Interrupted::Fatal(missing_row_error(&first, n)));
+        }
+    }
     let ts = pg_time(commit_time);
     // Both are our own numbers, so they go into the text as literals. The origin moves
     // with the commit record, which a transaction without a transaction id does not
@@ -652,10 +727,46 @@ async fn commit_group(
     Ok(())
 }
 
+/// The apply stops: the target lacks a row the source changed.
+fn missing_row_error(first: &pipeline::MissingRow, n: usize) -> StepError {
+    StepError::failed(format!(
+        "the target differs from the source: {} found no row {} (source transaction committing \
+         at {}){}. Nothing of this transaction was committed and the slot keeps every change. \
+         Find what differs with `pgtransit verify --mode checksum`, repair the target (or \
+         recreate the task), then start it again; to count such rows and go on instead, set \
+         the task's `on_missing_row: log` (`--on-missing-row log`).",
+        first.what,
+        first.key,
+        lsn_text(first.lsn),
+        if n > 1 {
+            format!("; {} rows are missing in this group", n)
+        } else {
+            String::new()
+        }
+    ))
+}
+
+/// Rows missing on the target that the `log` policy lets pass are logged, this many at
+/// most, and counted all.
+const MISSING_LOGGED: u64 = 1000;
+
 /// Tell the source how far the target has committed, from the answers already in.
 fn acknowledge(p: &mut Pipeline, repl: &ReplicationClient, run: &mut Run) {
     p.collect_ready();
-    run.applier.counts.not_found += std::mem::take(&mut p.not_found);
+    if run.on_missing == OnMissingRow::Log {
+        for m in std::mem::take(&mut p.missing) {
+            run.applier.counts.not_found += 1;
+            if run.applier.counts.not_found <= MISSING_LOGGED {
+                run.notes.push(format!(
+                    "  missing row (on_missing_row: log): {} found no row {} (source transaction \
+                     committing at {})",
+                    m.what,
+                    m.key,
+                    lsn_text(m.lsn)
+                ));
+            }
+        }
+    }
     if p.committed > run.applied {
         run.applied = p.committed;
         repl.update_applied_lsn(Lsn(p.committed));
@@ -674,7 +785,10 @@ async fn apply_message(
         Message::Relation(r) => {
             // What is pending was built for the table as it was described before.
             run.applier.flush(p).await?;
-            let t = tables::resolve(p.direct().await?, &r, copies).await?;
+            let mut cache = std::mem::take(&mut run.applier.equality);
+            let t = tables::resolve(p.direct().await?, &r, copies, &mut cache).await;
+            run.applier.equality = cache;
+            let t = t?;
             run.applier.set_table(r.oid, t);
         }
         _ if skipping => {}

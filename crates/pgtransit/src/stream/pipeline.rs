@@ -34,29 +34,76 @@ const MAX_IN_FLIGHT: usize = 64;
 /// COPY data is handed to the connection in pieces of about this size.
 const COPY_CHUNK: usize = 256 * 1024;
 
-type Answer = Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send>>;
+/// A statement's answer: the rows it touched, and for an UPDATE or DELETE of several rows
+/// the 1-based ordinals of the rows it found (it returns them).
+pub struct Found {
+    pub count: u64,
+    pub ordinals: Option<Vec<i32>>,
+}
 
-/// What a statement was doing, for its error message; and how many rows it should touch,
-/// so that rows missing on the target are counted.
+type Answer = Pin<Box<dyn Future<Output = Result<Found, tokio_postgres::Error>> + Send>>;
+
+fn counted(r: Result<u64, tokio_postgres::Error>) -> Result<Found, tokio_postgres::Error> {
+    r.map(|count| Found {
+        count,
+        ordinals: None,
+    })
+}
+
+/// A row an UPDATE or DELETE must find: its key (or, under REPLICA IDENTITY FULL, its old
+/// columns) and the commit LSN of its source transaction. Not `strict` inside a resumed
+/// copy's window, where the copy may already hold the change.
+pub struct Expected {
+    pub key: Vec<Value>,
+    pub lsn: u64,
+    pub strict: bool,
+}
+
+/// A change whose row was not on the target: the target differs from the source.
+#[derive(Clone, Debug)]
+pub struct MissingRow {
+    pub what: String,
+    /// `(col, ...)=(value, ...)`, values shortened.
+    pub key: String,
+    pub lsn: u64,
+}
+
+/// What a statement was doing, for its error message; and for an UPDATE or DELETE, which
+/// rows it must find, so that a row missing on the target is never silent.
 pub struct Sent {
     pub what: String,
-    pub expect_rows: Option<u64>,
     /// A COMMIT recording this source position in the replication origin.
     pub commits: Option<u64>,
+    /// The rows, in the order of the ordinals the statement returns (or its one row).
+    pub expected: Vec<Expected>,
+    /// The names of the columns in each `Expected::key`.
+    pub key_names: Vec<String>,
+}
+
+impl Sent {
+    pub fn plain(what: String) -> Sent {
+        Sent {
+            what,
+            commits: None,
+            expected: Vec::new(),
+            key_names: Vec::new(),
+        }
+    }
 }
 
 struct InFlight {
     answer: Answer,
     /// Set when the first poll already produced the answer (an error sending it).
-    ready: Option<Result<u64, tokio_postgres::Error>>,
+    ready: Option<Result<Found, tokio_postgres::Error>>,
     sent: Sent,
 }
 
 pub struct Pipeline {
     client: Arc<Client>,
     in_flight: VecDeque<InFlight>,
-    /// Rows an UPDATE or DELETE expected to touch but did not find.
-    pub not_found: u64,
+    /// Rows an UPDATE or DELETE had to find but did not (outside a resumed copy's
+    /// window), in source order; taken by the caller, who decides to stop or go on.
+    pub missing: Vec<MissingRow>,
     /// The first error among the answers collected, reported once everything is in.
     failed: Option<StepError>,
     /// The source position of the last COMMIT the target confirmed.
@@ -80,7 +127,7 @@ impl Pipeline {
         Pipeline {
             client,
             in_flight: VecDeque::new(),
-            not_found: 0,
+            missing: Vec::new(),
             failed: None,
             committed: 0,
             copy: None,
@@ -106,7 +153,32 @@ impl Pipeline {
         let client = self.client.clone();
         let st = st.clone();
         self.push(
-            Box::pin(async move { client.execute_raw(&st, params).await }),
+            Box::pin(async move { counted(client.execute_raw(&st, params).await) }),
+            sent,
+        )
+        .await
+    }
+
+    /// Send a prepared UPDATE or DELETE of several rows that returns the ordinal (an int4)
+    /// of each row it found.
+    pub async fn execute_returning(
+        &mut self,
+        st: &Statement,
+        params: Vec<TextValue>,
+        sent: Sent,
+    ) -> Result<(), StepError> {
+        let client = self.client.clone();
+        let st = st.clone();
+        self.push(
+            Box::pin(async move {
+                use futures_util::TryStreamExt;
+                let rows: Vec<tokio_postgres::Row> =
+                    client.query_raw(&st, params).await?.try_collect().await?;
+                Ok(Found {
+                    count: rows.len() as u64,
+                    ordinals: Some(rows.iter().map(|r| r.get(0)).collect()),
+                })
+            }),
             sent,
         )
         .await
@@ -114,15 +186,7 @@ impl Pipeline {
 
     /// Send SQL through the simple protocol (transaction control, TRUNCATE).
     pub async fn simple(&mut self, sql: String, what: String) -> Result<(), StepError> {
-        self.simple_sent(
-            sql,
-            Sent {
-                what,
-                expect_rows: None,
-                commits: None,
-            },
-        )
-        .await
+        self.simple_sent(sql, Sent::plain(what)).await
     }
 
     /// Send the SQL that commits the open transaction with `position` in the origin, once
@@ -132,9 +196,8 @@ impl Pipeline {
         self.simple_sent(
             sql,
             Sent {
-                what: "recording the source position and committing on the target".into(),
-                expect_rows: None,
                 commits: Some(position),
+                ..Sent::plain("recording the source position and committing on the target".into())
             },
         )
         .await
@@ -143,7 +206,7 @@ impl Pipeline {
     async fn simple_sent(&mut self, sql: String, sent: Sent) -> Result<(), StepError> {
         let client = self.client.clone();
         self.push(
-            Box::pin(async move { client.batch_execute(&sql).await.map(|_| 0) }),
+            Box::pin(async move { counted(client.batch_execute(&sql).await.map(|_| 0)) }),
             sent,
         )
         .await
@@ -235,18 +298,10 @@ impl Pipeline {
             if !rest.is_empty() {
                 copy.sink.send(rest).await?;
             }
-            copy.sink.as_mut().finish().await
+            counted(copy.sink.as_mut().finish().await)
         });
         self.copy_ending = true;
-        self.push(
-            answer,
-            Sent {
-                what: copy.what,
-                expect_rows: None,
-                commits: None,
-            },
-        )
-        .await
+        self.push(answer, Sent::plain(copy.what)).await
     }
 
     async fn push(&mut self, answer: Answer, sent: Sent) -> Result<(), StepError> {
@@ -297,11 +352,11 @@ impl Pipeline {
         self.take(result, f.sent);
     }
 
-    fn take(&mut self, result: Result<u64, tokio_postgres::Error>, sent: Sent) {
+    fn take(&mut self, result: Result<Found, tokio_postgres::Error>, sent: Sent) {
         match result {
-            Ok(n) => {
-                if let Some(want) = sent.expect_rows {
-                    self.not_found += want.saturating_sub(n);
+            Ok(found) => {
+                if !sent.expected.is_empty() {
+                    self.note_missing(&found, &sent);
                 }
                 if let Some(position) = sent.commits {
                     self.committed = self.committed.max(position);
@@ -312,6 +367,34 @@ impl Pipeline {
                 if self.failed.is_none() {
                     self.failed = Some(sql_error(&sent.what, e));
                 }
+            }
+        }
+    }
+
+    /// Record the expected rows a statement did not find.
+    fn note_missing(&mut self, found: &Found, sent: &Sent) {
+        let missed: Vec<usize> = match &found.ordinals {
+            Some(ords) => {
+                let mut seen = vec![false; sent.expected.len()];
+                for &o in ords {
+                    if let Some(s) = usize::try_from(o - 1).ok().and_then(|i| seen.get_mut(i)) {
+                        *s = true;
+                    }
+                }
+                (0..seen.len()).filter(|&i| !seen[i]).collect()
+            }
+            // A statement of one row: its count says.
+            None if found.count == 0 => (0..sent.expected.len()).collect(),
+            None => Vec::new(),
+        };
+        for i in missed {
+            let e = &sent.expected[i];
+            if e.strict {
+                self.missing.push(MissingRow {
+                    what: sent.what.clone(),
+                    key: describe_key(&sent.key_names, &e.key),
+                    lsn: e.lsn,
+                });
             }
         }
     }
@@ -330,6 +413,26 @@ impl Pipeline {
             None => Ok(()),
         }
     }
+}
+
+/// `(a, b)=(1, 'x')` for messages, each value shortened to 60 characters.
+pub fn describe_key(names: &[String], key: &[Value]) -> String {
+    let values: Vec<String> = key
+        .iter()
+        .map(|v| match v {
+            Value::Null => "NULL".to_string(),
+            Value::UnchangedToast => "(unchanged TOAST)".to_string(),
+            Value::Text(b) | Value::Binary(b) => {
+                let t = String::from_utf8_lossy(b);
+                let mut short: String = t.chars().take(60).collect();
+                if short.len() < t.len() {
+                    short.push_str("...");
+                }
+                crate::quote::literal(&short)
+            }
+        })
+        .collect();
+    format!("({})=({})", names.join(", "), values.join(", "))
 }
 
 /// A row in COPY's text format: tab-separated, `\N` for NULL, and the four characters

@@ -27,6 +27,28 @@ pub enum Engine {
     Native,
 }
 
+/// What the stream apply does with an UPDATE or DELETE whose row is not on the target
+/// (the target already differs from the source).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnMissingRow {
+    /// Stop the apply before committing, naming the table, the key and the source LSN.
+    #[default]
+    Stop,
+    /// Count it (describe, metrics, the switchover report), log it and go on.
+    Log,
+}
+
+impl OnMissingRow {
+    pub fn parse(s: &str) -> Result<OnMissingRow, String> {
+        match s {
+            "stop" => Ok(OnMissingRow::Stop),
+            "log" => Ok(OnMissingRow::Log),
+            _ => Err(format!("on-missing-row must be stop or log, not {s:?}")),
+        }
+    }
+}
+
 /// The kbcli steps, each of which can be skipped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
@@ -82,6 +104,8 @@ pub struct Task {
     pub context_dir: PathBuf,
     pub table_jobs: u32,
     pub index_jobs: u32,
+    /// The stream apply's missing-row policy.
+    pub on_missing_row: OnMissingRow,
 }
 
 impl Task {

@@ -19,7 +19,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{expand_home, slot_safe, Engine, ObjectFilter, Steps, Task, TaskFileError, TaskSource};
+use super::{
+    expand_home, slot_safe, Engine, ObjectFilter, OnMissingRow, Steps, Task, TaskFileError,
+    TaskSource,
+};
 use crate::conn::ConnSpec;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -60,6 +63,9 @@ pub struct NativeOptions {
     pub table_jobs: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index_jobs: Option<u32>,
+    /// `stop` (the default) or `log`: see OnMissingRow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_missing_row: Option<OnMissingRow>,
 }
 
 pub fn parse(text: &str, file: &str) -> Result<Task, TaskFileError> {
@@ -132,6 +138,7 @@ pub fn resolve_defaults(
         context_dir: expand_home(o.context_dir.as_deref().unwrap_or("~/migration")).join(&name),
         table_jobs: o.table_jobs.unwrap_or(4),
         index_jobs: o.index_jobs.unwrap_or(2),
+        on_missing_row: o.on_missing_row.unwrap_or_default(),
         origin: TaskSource::Native,
         name,
     }
@@ -160,6 +167,7 @@ pub fn to_native_yaml(task: &Task) -> String {
             context_dir: task.context_dir.parent().map(|p| p.display().to_string()),
             table_jobs: Some(task.table_jobs),
             index_jobs: Some(task.index_jobs),
+            on_missing_row: Some(task.on_missing_row),
         },
     };
     serde_saphyr::to_string(&file).unwrap_or_default()

@@ -161,6 +161,7 @@ pub fn resolve(vars: PigstyVars, file: &str) -> Result<Task, TaskFileError> {
         context_dir: expand_home(context_dir).join(format!("{src_cls}.{src_db}")),
         table_jobs: 4,
         index_jobs: 2,
+        on_missing_row: Default::default(),
         origin: TaskSource::Pigsty(Box::new(vars)),
     })
 }

@@ -4,8 +4,9 @@
 --    or composite of a user type (their binary form carries type oids that differ between
 --    the clusters);
 --  * streaming (14+ on both): large transactions are applied as they arrive;
---  * disable_on_error (15+ target): a failing change disables the subscription instead of
---    retrying it forever.
+--  * never disable_on_error: a lost connection (a source restart) counts as an error too and
+--    would disable the subscription for good; pgtransit watches the error counters instead
+--    and fails the task when errors keep coming.
 WITH cols AS (
     SELECT t.typsend, t.typreceive, t.typtype, t.oid AS typoid, t.typelem
     FROM pg_attribute a
@@ -19,11 +20,10 @@ WITH cols AS (
                           OR (typtype = 'c' AND typoid >= 16384)
                           OR (typelem >= 16384)) AS binary_safe
 )
-SELECT format(E'CREATE SUBSCRIPTION %I\n    CONNECTION %L\n    PUBLICATION %I\n    WITH (slot_name = %L%s%s%s);',
+SELECT format(E'CREATE SUBSCRIPTION %I\n    CONNECTION %L\n    PUBLICATION %I\n    WITH (slot_name = %L%s%s);',
               :'sub', :'sub_conn', :'pub', :'slot',
               CASE WHEN dst >= 140000 AND src >= 140000 AND binary_safe THEN ', binary = true' ELSE '' END,
-              CASE WHEN dst >= 140000 AND src >= 140000 THEN ', streaming = on' ELSE '' END,
-              CASE WHEN dst >= 150000 THEN ', disable_on_error = true' ELSE '' END)
+              CASE WHEN dst >= 140000 AND src >= 140000 THEN ', streaming = on' ELSE '' END)
 FROM v
 UNION ALL
 SELECT format('COMMENT ON SUBSCRIPTION %I IS %L;', :'sub', :'owner_note')
