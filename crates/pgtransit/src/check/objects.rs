@@ -56,6 +56,16 @@ pub async fn check(ctx: &Context<'_>) -> Result<Vec<Finding>, tokio_postgres::Er
              network access",
         ));
     }
+    // How the target partitions its tables, when it is given and has them.
+    let target_partitions = match ctx.target {
+        Some(c) => Some(
+            c.query_one(crate::native::sql::TARGET_PARTITIONS, &[])
+                .await?
+                .get::<_, Option<String>>(0)
+                .unwrap_or_default(),
+        ),
+        None => None,
+    };
     for t in ctx.selected() {
         let name = t.qualified();
         if t.persistence == 'u' {
@@ -69,16 +79,32 @@ pub async fn check(ctx: &Context<'_>) -> Result<Vec<Finding>, tokio_postgres::Er
             ));
         }
         if t.kind == 'p' {
-            out.push(f(
-                "objects.partitioned-table",
-                Severity::Info,
-                name.clone(),
-                "partitioned table: published partition by partition when the target partitions \
-                 it the same way (the normal case after init-struct or copy-schema), so a TRUNCATE \
-                 of one partition is replicated; when the target partitions it differently, \
-                 through its root (publish_via_partition_root), and then a TRUNCATE of a single \
-                 partition is NOT replicated (truncate it on the target too)",
-            ));
+            let differs = match &target_partitions {
+                Some(pairs) => partitioned_differently(ctx, t.oid, pairs).await?,
+                None => false,
+            };
+            if differs {
+                out.push(f(
+                    "objects.partitioned-differently",
+                    Severity::Warning,
+                    name.clone(),
+                    "partitioned table that the target partitions differently: its changes are \
+                     published through its root (publish_via_partition_root) and applied to the \
+                     target's partitioned table; a TRUNCATE of a single partition on the source is \
+                     NOT replicated (truncate the same rows on the target by hand, or partition the \
+                     target the same way)",
+                ));
+            } else {
+                out.push(f(
+                    "objects.partitioned-table",
+                    Severity::Info,
+                    name.clone(),
+                    "partitioned table: published partition by partition when the target \
+                     partitions it the same way (the normal case after init-struct or copy-schema), \
+                     so a TRUNCATE of one partition is replicated too; through its root when the \
+                     target partitions it differently",
+                ));
+            }
         }
         if t.inherits {
             out.push(f(
@@ -294,4 +320,48 @@ fn excluded(ctx: &Context<'_>, out: &mut Vec<Finding>) {
             ),
         ));
     }
+}
+
+/// Whether the target has the partitioned table `oid` but not every one of the source's
+/// partitions under the same parent (`pairs`: the target's `parent>child` lines).
+async fn partitioned_differently(
+    ctx: &Context<'_>,
+    oid: u32,
+    pairs: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    // Written as format('%I.%I') writes it, like the target's pairs.
+    let name: String = ctx
+        .source
+        .query_one(
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
+            &[&oid],
+        )
+        .await?
+        .get(0);
+    let on_target = pairs
+        .lines()
+        .any(|l| l.split_once('>').is_some_and(|(parent, _)| parent == name));
+    if !on_target {
+        // Not there yet: init-struct or copy-schema creates it as on the source.
+        return Ok(false);
+    }
+    let source_pairs: Vec<String> = ctx
+        .source
+        .query(
+            "WITH RECURSIVE tree(r) AS (SELECT $1::oid UNION ALL \
+               SELECT i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.r) \
+             SELECT format('%I.%I>%I.%I', pn.nspname, p.relname, cn.nspname, c.relname) \
+             FROM tree JOIN pg_inherits i ON i.inhrelid = tree.r \
+             JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace cn ON cn.oid = c.relnamespace \
+             JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = p.relnamespace",
+            &[&oid],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(source_pairs
+        .iter()
+        .any(|sp| !pairs.lines().any(|l| l == sp)))
 }

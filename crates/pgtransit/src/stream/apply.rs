@@ -85,6 +85,10 @@ impl Waiting {
 
 pub struct Applier {
     pub tables: HashMap<u32, Arc<Table>>,
+    /// Relations the target cannot take, with why: an error only once a change for one
+    /// comes. (Publishing through the root, PostgreSQL 13 to 15 also describe the
+    /// partition a change was made in, which need not exist on the target.)
+    unresolved: HashMap<u32, String>,
     statements: HashMap<(u32, String), Statement>,
     waiting: Vec<Waiting>,
     waiting_rows: usize,
@@ -116,6 +120,7 @@ impl Applier {
     pub fn new() -> Applier {
         Applier {
             tables: HashMap::new(),
+            unresolved: HashMap::new(),
             statements: HashMap::new(),
             waiting: Vec::new(),
             waiting_rows: 0,
@@ -135,14 +140,23 @@ impl Applier {
     /// A new description of a table: its statements are built again.
     pub fn set_table(&mut self, oid: u32, t: Table) {
         self.statements.retain(|(o, _), _| *o != oid);
+        self.unresolved.remove(&oid);
         self.tables.insert(oid, Arc::new(t));
+    }
+
+    /// A relation the target cannot take (`why`), until it is described again.
+    pub fn set_unresolved(&mut self, oid: u32, why: String) {
+        self.statements.retain(|(o, _), _| *o != oid);
+        self.tables.remove(&oid);
+        self.unresolved.insert(oid, why);
     }
 
     fn table(&self, oid: u32) -> Result<&Arc<Table>, StepError> {
         self.tables.get(&oid).ok_or_else(|| {
-            StepError::failed(format!(
-                "a change for relation {oid} came before its Relation message"
-            ))
+            StepError::failed(match self.unresolved.get(&oid) {
+                Some(why) => why.clone(),
+                None => format!("a change for relation {oid} came before its Relation message"),
+            })
         })
     }
 

@@ -788,8 +788,13 @@ async fn apply_message(
             let mut cache = std::mem::take(&mut run.applier.equality);
             let t = tables::resolve(p.direct().await?, &r, copies, &mut cache).await;
             run.applier.equality = cache;
-            let t = t?;
-            run.applier.set_table(r.oid, t);
+            match t {
+                Ok(t) => run.applier.set_table(r.oid, t),
+                // A lost connection is retried; a table the target cannot take is an error
+                // when (and only when) a change for it comes.
+                Err(e) if e.kind == StepErrorKind::Lost => return Err(e),
+                Err(e) => run.applier.set_unresolved(r.oid, e.message),
+            }
         }
         _ if skipping => {}
         Message::Insert(m) => run.applier.insert(p, m, commit).await?,

@@ -1,0 +1,350 @@
+//! What the apply does when it cannot go on: a row missing on the target, a change the
+//! target refuses, a server error on the replication stream, a replica identity changed on
+//! the source, a source restart under the native engine. Never a silent difference, never
+//! an endless retry shown as "running".
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const SCHEMA: &str = "
+CREATE TABLE items (id int PRIMARY KEY, v text);
+INSERT INTO items SELECT g, 'v' || g FROM generate_series(1, 100) g;
+CREATE TABLE connection_closed (id int PRIMARY KEY, n int);
+INSERT INTO connection_closed VALUES (1, 1);
+CREATE TABLE ri (a int NOT NULL, b int NOT NULL);
+CREATE UNIQUE INDEX ri_a ON ri (a);
+CREATE UNIQUE INDEX ri_b ON ri (b);
+ALTER TABLE ri REPLICA IDENTITY USING INDEX ri_a;
+INSERT INTO ri VALUES (1, 1), (2, 2);
+";
+
+fn describe(home: &Path, name: &str) -> serde_json::Value {
+    serde_json::from_str(&pt_ok(home, &["describe", name, "--json"])).unwrap()
+}
+
+/// Create a task with extra `create` options and wait until its cdc step runs.
+fn start(home: &Path, p: &Pair, name: &str, engine: &str, extra: &[&str]) {
+    let (src, dst) = (p.source.url(DB), p.target.url(DB));
+    let mut args = vec![
+        "create", name, "--engine", engine, "--source", &src, "--target", &dst,
+    ];
+    args.extend_from_slice(extra);
+    pt_ok(home, &args);
+    let t = Instant::now();
+    loop {
+        let d = describe(home, name);
+        let cdc = d["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["step"] == "cdc" && s["status"] == "running");
+        if cdc {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120) && d["status"] != "failed",
+            "{d:#}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Wait until the task is failed; its describe.
+fn wait_failed(home: &Path, name: &str, limit: Duration) -> serde_json::Value {
+    let t = Instant::now();
+    loop {
+        let d = describe(home, name);
+        if d["status"] == "failed" {
+            return d;
+        }
+        assert!(
+            t.elapsed() < limit,
+            "the task is not failed after {limit:?}: {d:#}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Wait until `sql` returns `want` on the target.
+fn wait_target(p: &Pair, sql: &str, want: &str) {
+    let t = Instant::now();
+    loop {
+        let got = p.target.psql(DB, sql).unwrap();
+        if got.trim() == want {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{sql}: {got:?}, not {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn reason(d: &serde_json::Value) -> String {
+    d["reason"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn a_row_missing_on_the_target_stops_the_apply_and_names_table_key_and_lsn() {
+    let p = empty_pair(SCHEMA);
+    let home = tempfile::tempdir().unwrap();
+    start(home.path(), &p, "miss", "stream", &[]);
+    p.target
+        .psql(DB, "DELETE FROM items WHERE id IN (5, 6)")
+        .unwrap();
+    p.source
+        .psql(
+            DB,
+            "BEGIN; UPDATE items SET v = 'changed' WHERE id BETWEEN 1 AND 10; INSERT INTO items VALUES (1000, 'new'); COMMIT",
+        )
+        .unwrap();
+    let d = wait_failed(home.path(), "miss", Duration::from_secs(30));
+    let why = reason(&d);
+    assert!(
+        why.contains("the target differs from the source")
+            && why.contains("updating \"public\".\"items\" found no row (\"id\")=('5')")
+            && why.contains("2 rows are missing")
+            && regex_lsn(&why),
+        "{why}"
+    );
+    // Nothing of that transaction was committed: the other rows are unchanged and the
+    // insert is not there.
+    assert_eq!(
+        p.target
+            .psql(
+                DB,
+                "SELECT count(*) FILTER (WHERE v = 'changed') || ' ' || count(*) FILTER (WHERE id = 1000) FROM items"
+            )
+            .unwrap()
+            .trim(),
+        "0 0"
+    );
+    // Repaired by hand, the task goes on from where it stopped.
+    p.target
+        .psql(DB, "INSERT INTO items VALUES (5, 'v5'), (6, 'v6')")
+        .unwrap();
+    pt_ok(home.path(), &["start", "miss"]);
+    wait_target(
+        &p,
+        "SELECT count(*) FROM items WHERE v = 'changed' OR id = 1000",
+        "11",
+    );
+    assert_eq!(
+        content_hash(&p.source, "items"),
+        content_hash(&p.target, "items")
+    );
+    pt_ok(home.path(), &["terminate", "miss", "--force"]);
+}
+
+/// `... committing at 0/1A2B3C4)`.
+fn regex_lsn(s: &str) -> bool {
+    s.split("committing at ").nth(1).is_some_and(|rest| {
+        let lsn = rest.split(')').next().unwrap_or("");
+        let (hi, lo) = lsn.split_once('/').unwrap_or(("", ""));
+        !hi.is_empty()
+            && !lo.is_empty()
+            && hi.chars().chain(lo.chars()).all(|c| c.is_ascii_hexdigit())
+    })
+}
+
+#[test]
+fn on_missing_row_log_counts_them_in_describe_and_the_metrics() {
+    let p = empty_pair(SCHEMA);
+    let home = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    start(
+        home.path(),
+        &p,
+        "misslog",
+        "stream",
+        &["--on-missing-row", "log", "--metrics-addr", &addr],
+    );
+    p.target
+        .psql(DB, "DELETE FROM items WHERE id IN (7, 8)")
+        .unwrap();
+    p.source
+        .psql(
+            DB,
+            "UPDATE items SET v = 'changed' WHERE id = 7; DELETE FROM items WHERE id = 8; \
+             INSERT INTO items VALUES (2000, 'after')",
+        )
+        .unwrap();
+    wait_target(&p, "SELECT count(*) FROM items WHERE id = 2000", "1");
+    let t = Instant::now();
+    loop {
+        let d = describe(home.path(), "misslog");
+        assert_ne!(d["status"], "failed", "{d:#}");
+        if d["metrics"]["values"]["missing_rows"] == 2 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "{d:#}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let body = scrape(&addr, "/metrics");
+    assert!(
+        body.lines().any(|l| l == "pgtransit_missing_rows 2"),
+        "{body}"
+    );
+    let logs = pt_ok(home.path(), &["logs", "misslog", "--step", "cdc"]);
+    assert!(
+        logs.contains("missing row (on_missing_row: log): updating \"public\".\"items\" found no row (\"id\")=('7')"),
+        "{logs}"
+    );
+    pt_ok(home.path(), &["terminate", "misslog", "--force"]);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn scrape(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+#[test]
+fn a_change_the_target_refuses_fails_the_task_at_once_whatever_the_table_is_called() {
+    // The table's name holds words ("connection", "closed") that the old retry rule took
+    // for a lost connection: it retried for ever while describe said "running".
+    let p = empty_pair(SCHEMA);
+    let home = tempfile::tempdir().unwrap();
+    start(home.path(), &p, "refuse", "stream", &[]);
+    p.target
+        .psql(
+            DB,
+            "ALTER TABLE connection_closed ADD CONSTRAINT small CHECK (n < 10)",
+        )
+        .unwrap();
+    p.source
+        .psql(DB, "UPDATE connection_closed SET n = 50 WHERE id = 1")
+        .unwrap();
+    let d = wait_failed(home.path(), "refuse", Duration::from_secs(15));
+    let why = reason(&d);
+    assert!(
+        why.contains("violates check constraint \"small\"") && why.contains("23514"),
+        "{why}"
+    );
+    pt_ok(home.path(), &["terminate", "refuse", "--force"]);
+}
+
+#[test]
+fn a_server_error_on_the_replication_stream_fails_the_task() {
+    let p = empty_pair(SCHEMA);
+    let home = tempfile::tempdir().unwrap();
+    start(home.path(), &p, "nopub", "stream", &[]);
+    p.source
+        .psql(DB, "DROP PUBLICATION pgtransit_nopub")
+        .unwrap();
+    p.source
+        .psql(DB, "INSERT INTO items VALUES (3000, 'x')")
+        .unwrap();
+    let d = wait_failed(home.path(), "nopub", Duration::from_secs(20));
+    let why = reason(&d);
+    assert!(
+        why.contains("publication \"pgtransit_nopub\" does not exist"),
+        "{why}"
+    );
+    pt_ok(home.path(), &["terminate", "nopub", "--force"]);
+}
+
+/// PostgreSQL's 100_bugs: the source's replica identity moves to another unique index,
+/// which the target does not follow.
+fn replica_identity_changed(engine: &str) {
+    let p = empty_pair(SCHEMA);
+    let home = tempfile::tempdir().unwrap();
+    start(home.path(), &p, "ri", engine, &[]);
+    p.source
+        .psql(
+            DB,
+            "ALTER TABLE ri REPLICA IDENTITY USING INDEX ri_b; UPDATE ri SET a = 10 WHERE b = 1; \
+             DELETE FROM ri WHERE b = 2",
+        )
+        .unwrap();
+    let d = wait_failed(home.path(), "ri", Duration::from_secs(60));
+    let why = reason(&d);
+    if engine == "stream" {
+        assert!(
+            why.contains("replica identity changed on the source: \"public\".\"ri\" is now identified by (\"b\")")
+                && why.contains("ALTER TABLE \"public\".\"ri\" REPLICA IDENTITY USING INDEX ri_b;"),
+            "{why}"
+        );
+    } else {
+        assert!(
+            why.contains("failed 3 times within a minute") || why.contains("times within a minute"),
+            "{why}"
+        );
+    }
+    // Done as the message says, the task goes on and ends equal.
+    p.target
+        .psql(DB, "ALTER TABLE ri REPLICA IDENTITY USING INDEX ri_b")
+        .unwrap();
+    pt_ok(home.path(), &["start", "ri"]);
+    wait_target(
+        &p,
+        "SELECT string_agg(a || ':' || b, ',' ORDER BY a) FROM ri",
+        "10:1",
+    );
+    pt_ok(home.path(), &["terminate", "ri", "--force"]);
+}
+
+#[test]
+fn a_replica_identity_changed_on_the_source_stops_the_stream_engine_with_the_fix() {
+    replica_identity_changed("stream");
+}
+
+#[test]
+fn a_replica_identity_changed_on_the_source_fails_the_native_task() {
+    replica_identity_changed("native");
+}
+
+#[test]
+fn native_survives_a_source_restart_and_fails_on_a_refused_change() {
+    let mut p = empty_pair(SCHEMA);
+    let home = tempfile::tempdir().unwrap();
+    start(home.path(), &p, "nat", "native", &[]);
+    p.source.restart().unwrap();
+    p.source
+        .psql(
+            DB,
+            "INSERT INTO items SELECT g, 'after restart' FROM generate_series(101, 5000) g",
+        )
+        .unwrap();
+    wait_target(&p, "SELECT count(*) FROM items", "5000");
+    let d = describe(home.path(), "nat");
+    assert_eq!(d["status"], "running", "{d:#}");
+    // describe of a native task reads nothing of pgtransit's on the target (which has no
+    // pgtransit schema): no ERROR lands in the target's log.
+    let log = std::fs::read_to_string(p.target.log_file()).unwrap_or_default();
+    assert!(!log.contains("copy_progress"), "{log}");
+    // A change the target refuses: the subscription retries for ever, the task fails.
+    p.target
+        .psql(
+            DB,
+            "ALTER TABLE connection_closed ADD CONSTRAINT small CHECK (n < 10)",
+        )
+        .unwrap();
+    p.source
+        .psql(DB, "UPDATE connection_closed SET n = 50 WHERE id = 1")
+        .unwrap();
+    let d = wait_failed(home.path(), "nat", Duration::from_secs(60));
+    let why = reason(&d);
+    assert!(
+        why.contains("times within a minute") && why.contains("pgtransit_nat"),
+        "{why}"
+    );
+    pt_ok(home.path(), &["terminate", "nat", "--force"]);
+    nothing_left(&p);
+}
