@@ -348,3 +348,47 @@ fn native_survives_a_source_restart_and_fails_on_a_refused_change() {
     pt_ok(home.path(), &["terminate", "nat", "--force"]);
     nothing_left(&p);
 }
+
+#[test]
+fn a_server_error_at_start_replication_fails_the_task_instead_of_retrying() {
+    let p = empty_pair(SCHEMA);
+    let home = tempfile::tempdir().unwrap();
+    start(home.path(), &p, "noslot", "stream", &[]);
+    p.source
+        .psql(DB, "INSERT INTO items VALUES (4000, 'applied')")
+        .unwrap();
+    wait_target(&p, "SELECT count(*) FROM items WHERE id = 4000", "1");
+    // Stop the worker gracefully, lose the slot behind its back, start it again.
+    let pid = describe(home.path(), "noslot")["worker_pid"]
+        .as_i64()
+        .unwrap();
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let t = Instant::now();
+    while describe(home.path(), "noslot")["worker_pid"]
+        .as_i64()
+        .is_some()
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the worker did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    p.source
+        .psql(DB, "SELECT pg_drop_replication_slot('pgtransit_noslot')")
+        .unwrap();
+    // The worker fails at once, and `start` says so.
+    let o = pt(home.path(), &["start", "noslot"]);
+    assert!(
+        !o.status.success() && text(&o).contains("does not exist (SQLSTATE 42704)"),
+        "{}",
+        text(&o)
+    );
+    let d = wait_failed(home.path(), "noslot", Duration::from_secs(20));
+    let why = reason(&d);
+    assert!(
+        why.contains("replication slot \"pgtransit_noslot\" does not exist"),
+        "{why}"
+    );
+    pt_ok(home.path(), &["terminate", "noslot", "--force"]);
+}
