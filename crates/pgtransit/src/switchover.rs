@@ -88,6 +88,10 @@ pub struct SwitchoverReport {
     pub reverse: Option<String>,
     /// The switchover continued one that had stopped halfway.
     pub resumed: bool,
+    /// UPDATEs and DELETEs the stream apply let pass without finding their row
+    /// (`on_missing_row: log`): the target differed from the source in that many rows.
+    #[serde(default)]
+    pub missing_rows: u64,
 }
 
 /// How far a switchover got, recorded after each phase: running the command again

@@ -338,7 +338,7 @@ async fn move_writes(a: SwitchoverArgs, unfence: Option<i32>) -> Result<u8, Fail
     };
     let result = switchover::switchover(&mut s, &o, &mut progress, &mut record).await;
     drop(s);
-    let report = match result {
+    let mut report = match result {
         Ok(r) => r,
         Err(e) => {
             log(&format!("switchover: failed: {}", e.message));
@@ -362,6 +362,13 @@ async fn move_writes(a: SwitchoverArgs, unfence: Option<i32>) -> Result<u8, Fail
         .existing(&a.name)
         .map_err(|e| Failure::other(e.0))?;
     super::terminate::stop_worker(rec.pid, Duration::from_secs(30)).await;
+    // The worker's last metrics hold the rows its apply let pass (on_missing_row: log).
+    report.missing_rows = store()?
+        .metrics(&a.name)
+        .ok()
+        .flatten()
+        .and_then(|(_, m)| m["missing_rows"].as_u64())
+        .unwrap_or(0);
     let mut s = Session::new(&task, |_| {});
     let cleanup = pgtransit::terminate::cleanup(&mut s).await?;
     drop(s);
@@ -369,7 +376,7 @@ async fn move_writes(a: SwitchoverArgs, unfence: Option<i32>) -> Result<u8, Fail
     save(&a.name, &flags, &progress);
     let summary = format!(
         "switched over: write downtime {:.2} s (fence {}), lag at the fence {}, barrier {} reached in {:.2} s, \
-         {} sequence(s) set, {} rows verified{}{}",
+         {} sequence(s) set, {} rows verified{}{}{}",
         report.downtime_seconds,
         report.fence,
         pgtransit::catalog::pretty_bytes(report.lag_at_fence_bytes),
@@ -378,6 +385,14 @@ async fn move_writes(a: SwitchoverArgs, unfence: Option<i32>) -> Result<u8, Fail
         report.sequences_set,
         report.rows_verified,
         if report.rerouted { ", rerouted" } else { "" },
+        if report.missing_rows > 0 {
+            format!(
+                "; {} UPDATE/DELETE found no row on the target during the migration (on_missing_row: log)",
+                report.missing_rows
+            )
+        } else {
+            String::new()
+        },
         report
             .reverse
             .as_ref()

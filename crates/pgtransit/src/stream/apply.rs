@@ -201,7 +201,11 @@ impl Applier {
     /// A change that cannot be matched: the source sent no key for it.
     fn no_key(t: &Table, what: &str, lsn: u64) -> StepError {
         StepError::failed(format!(
-            "cannot apply {what} {}: the source sent no key for it (replica identity NOTHING, or              DEFAULT without a primary key; for a partitioned table, its partitions' identity) in              the source transaction committing at {}. Nothing of it was committed and the slot keeps              every change: give the table a replica identity on the source (pgtransit check              replica-identity --fix) and recreate the task, or exclude the table",
+            "cannot apply {what} {}: the source sent no key for it (replica identity NOTHING, or \
+             DEFAULT without a primary key; for a partitioned table, its partitions' identity) in \
+             the source transaction committing at {}. Nothing of it was committed and the slot \
+             keeps every change: give the table a replica identity on the source (pgtransit check \
+             replica-identity --fix) and recreate the task, or exclude the table",
             t.name,
             super::lsn_text(lsn)
         ))
