@@ -108,7 +108,7 @@ fn a_row_missing_on_the_target_stops_the_apply_and_names_table_key_and_lsn() {
     assert!(
         why.contains("the target differs from the source")
             && why.contains("updating \"public\".\"items\" found no row (\"id\")=('5')")
-            && why.contains("2 rows are missing")
+            && why.contains("2 rows of that statement are missing")
             && regex_lsn(&why),
         "{why}"
     );

@@ -231,3 +231,22 @@ pub async fn apply_failure(s: &mut Session<'_>, what: &str) -> StepError {
         s.task.name
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_that_keep_coming_make_a_failed_apply_a_burst_does_not() {
+        let mut w = ErrorWatch::default();
+        // A burst counted while the source was away: one reading with new errors.
+        assert_eq!(w.observe(Some(0)), None);
+        assert_eq!(w.observe(Some(6)), None);
+        assert_eq!(w.observe(Some(6)), None);
+        // Then new errors at two more readings: a refused change retried for ever.
+        assert_eq!(w.observe(Some(7)), None);
+        assert_eq!(w.observe(Some(8)), Some(8));
+        // Without statistics (target before 15) nothing is concluded.
+        assert_eq!(ErrorWatch::default().observe(None), None);
+    }
+}

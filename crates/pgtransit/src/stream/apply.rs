@@ -29,6 +29,7 @@ use super::pipeline::{Expected, Pipeline, Sent};
 use super::tables::Table;
 use super::text::TextValue;
 use crate::native::{sql_error, StepError};
+use crate::task::OnMissingRow;
 
 /// Rows per statement (PostgreSQL allows 65535 parameters).
 const BATCH_ROWS: usize = 500;
@@ -95,6 +96,8 @@ pub struct Applier {
     pub counts: Counts,
     /// Which target types have an equality operator (by type oid), for FULL identity.
     pub equality: HashMap<u32, bool>,
+    /// What a row missing on the target does (see `checked`).
+    pub on_missing: OnMissingRow,
 }
 
 fn text(v: &Value) -> TextValue {
@@ -126,6 +129,7 @@ impl Applier {
             waiting_rows: 0,
             counts: Counts::default(),
             equality: HashMap::new(),
+            on_missing: OnMissingRow::Stop,
         }
     }
 
@@ -171,12 +175,17 @@ impl Applier {
             return Ok(s.clone());
         }
         let text = sql();
-        let s = p.direct().await?.prepare(&text).await.map_err(|e| {
-            sql_error(
-                &format!("preparing `{}`", text.lines().next().unwrap_or("")),
-                e,
-            )
-        })?;
+        let prepared = p.direct().await?.prepare(&text).await;
+        let s = match prepared {
+            Ok(s) => s,
+            Err(e) => {
+                let e = sql_error(
+                    &format!("preparing `{}`", text.lines().next().unwrap_or("")),
+                    e,
+                );
+                return Err(p.explain(e).await);
+            }
+        };
         self.statements.insert((oid, key), s.clone());
         Ok(s)
     }
@@ -298,27 +307,19 @@ impl Applier {
         let at = locate(&t, m.old.as_ref(), Some(&m.new), params.len() + 1);
         params.extend(at.params);
         let key = format!("U{set_mask}:{}", at.mask);
-        let st = self
-            .statement(p, m.relation, key, || {
-                format!(
-                    "UPDATE {} SET {} WHERE {}",
-                    t.only_name,
-                    sets.join(", "),
-                    at.clause
-                )
-            })
-            .await?;
+        let sql = format!(
+            "UPDATE {} SET {} WHERE {} RETURNING 1 AS o",
+            t.only_name,
+            sets.join(", "),
+            at.clause
+        );
         let expected = vec![Expected {
             key: at.values,
             lsn: commit_lsn,
             strict: Self::strict(&t, commit_lsn),
         }];
-        p.execute(
-            &st,
-            params,
-            sent_rows(format!("updating {}", t.name), expected, at.names),
-        )
-        .await?;
+        let sent = sent_rows(format!("updating {}", t.name), expected, at.names);
+        self.checked(p, m.relation, key, sql, params, sent).await?;
         self.counts.updates += 1;
         Ok(())
     }
@@ -346,22 +347,18 @@ impl Applier {
         }
         self.send_own_turn(p, m.relation).await?;
         let at = locate(&t, Some(&m.old), None, 1);
-        let st = self
-            .statement(p, m.relation, format!("D{}", at.mask), || {
-                format!("DELETE FROM {} WHERE {}", t.only_name, at.clause)
-            })
-            .await?;
+        let sql = format!(
+            "DELETE FROM {} WHERE {} RETURNING 1 AS o",
+            t.only_name, at.clause
+        );
         let expected = vec![Expected {
             key: at.values,
             lsn: commit_lsn,
             strict: Self::strict(&t, commit_lsn),
         }];
-        p.execute(
-            &st,
-            at.params,
-            sent_rows(format!("deleting from {}", t.name), expected, at.names),
-        )
-        .await?;
+        let sent = sent_rows(format!("deleting from {}", t.name), expected, at.names);
+        self.checked(p, m.relation, format!("D{}", at.mask), sql, at.params, sent)
+            .await?;
         self.counts.deletes += 1;
         Ok(())
     }
@@ -396,6 +393,46 @@ impl Applier {
         p.simple(sql.clone(), format!("`{sql}`")).await?;
         self.counts.truncates += 1;
         Ok(())
+    }
+
+    /// Send an UPDATE or DELETE that returns the ordinal `o` of each row it found, so that
+    /// a row missing on the target is never silent. Under `stop`, the target itself checks
+    /// that every row it had to find was found (pg_temp.pgtransit_expect_rows, made by the
+    /// apply session) and aborts the transaction otherwise: its COMMIT never happens, and
+    /// the statements keep flowing without waiting for their answers. Under `log`, the
+    /// ordinals come back and the missing rows are counted.
+    async fn checked(
+        &mut self,
+        p: &mut Pipeline,
+        oid: u32,
+        key: String,
+        sql: String,
+        mut params: Vec<TextValue>,
+        mut sent: Sent,
+    ) -> Result<(), StepError> {
+        if self.on_missing == OnMissingRow::Log {
+            let st = self.statement(p, oid, key, || sql).await?;
+            return p.execute_returning(&st, params, sent).await;
+        }
+        let required: Vec<String> = (1..=sent.expected.len())
+            .filter(|&i| sent.expected[i - 1].strict)
+            .map(|i| i.to_string())
+            .collect();
+        let n = params.len() + 1;
+        params.push(TextValue(Some(Bytes::from(format!(
+            "{{{}}}",
+            required.join(",")
+        )))));
+        let st = self
+            .statement(p, oid, format!("S{key}"), || {
+                format!(
+                    "WITH pgtransit_changed AS ({sql}) SELECT pg_temp.pgtransit_expect_rows(array_agg(o), ${n}::int[]) \
+                     FROM pgtransit_changed"
+                )
+            })
+            .await?;
+        sent.server_checked = true;
+        p.execute(&st, params, sent).await
     }
 
     /// Send everything waiting, table by table.
@@ -579,26 +616,23 @@ impl Applier {
             }
             Kind::Update { set_cols } => {
                 let key = format!("UB{n}:{set_cols:?}");
-                let st = self
-                    .statement(p, w.oid, key, || update_sql(&t, n, set_cols))
-                    .await?;
                 let sent = sent_rows(
                     format!("updating {}", t.name),
                     expected(set_cols.len()),
                     t.key_names(),
                 );
-                p.execute_returning(&st, params, sent).await?;
+                let sql = update_sql(&t, n, set_cols);
+                self.checked(p, w.oid, key, sql, params, sent).await?;
             }
             Kind::Delete => {
-                let st = self
-                    .statement(p, w.oid, format!("DB{n}"), || delete_sql(&t, n))
-                    .await?;
                 let sent = sent_rows(
                     format!("deleting from {}", t.name),
                     expected(0),
                     t.key_names(),
                 );
-                p.execute_returning(&st, params, sent).await?;
+                let sql = delete_sql(&t, n);
+                self.checked(p, w.oid, format!("DB{n}"), sql, params, sent)
+                    .await?;
             }
         }
         match w.kind {

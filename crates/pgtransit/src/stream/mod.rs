@@ -152,8 +152,9 @@ async fn target_session(spec: &conn::ConnSpec, origin: &str) -> Result<Client, S
     let c = conn::connect(spec).await?;
     let fail = |what: &'static str| move |e| sql_error(what, e);
     c.batch_execute(&format!(
-        "SET session_replication_role = replica; SET plan_cache_mode = force_generic_plan; {}",
-        conn::PINNED_TEXT_SETTINGS
+        "SET session_replication_role = replica; SET plan_cache_mode = force_generic_plan; {}; {}",
+        conn::PINNED_TEXT_SETTINGS,
+        pipeline::EXPECT_ROWS_FUNCTION
     ))
     .await
     .map_err(fail(
@@ -309,6 +310,7 @@ pub async fn cdc(
         on_missing: policy,
         ..Run::default()
     };
+    run.applier.on_missing = policy;
     let mut first_start = None;
     let mut target: Option<Arc<Client>> = None;
     loop {
@@ -506,7 +508,6 @@ async fn stream(
     events: &Events,
     run: &mut Run,
 ) -> Result<(), Interrupted> {
-    let policy = run.on_missing;
     let mut decoder = Decoder::new(1);
     // A new session: nothing of an interrupted transaction is kept, and the statements
     // are prepared again as the Relation messages come.
@@ -578,7 +579,7 @@ async fn stream(
                     .get_or_insert(pg_time(commit_time_micros));
                 skipping = commit < run.applied;
                 if skipping && group.is_some() {
-                    commit_group(p, repl, &mut group, run, true, policy).await?;
+                    commit_group(p, repl, &mut group, run, true).await?;
                 }
                 if !skipping && group.is_none() {
                     p.simple("BEGIN".into(), "starting a target transaction".into())
@@ -634,7 +635,7 @@ async fn stream(
                         peeked = repl.recv().now_or_never();
                     }
                     if count >= GROUP_MAX || reached || peeked.is_none() {
-                        commit_group(p, repl, &mut group, run, reached, policy).await?;
+                        commit_group(p, repl, &mut group, run, reached).await?;
                     }
                 }
                 if until.is_some_and(|u| run.applied >= u) && group.is_none() {
@@ -644,7 +645,7 @@ async fn stream(
             ReplicationEvent::KeepAlive { wal_end, .. } => {
                 run.source_end = run.source_end.max(wal_end.0);
                 if group.is_some() {
-                    commit_group(p, repl, &mut group, run, true, policy).await?;
+                    commit_group(p, repl, &mut group, run, true).await?;
                 } else if open.is_none() {
                     p.drain().await.map_err(classify)?;
                     acknowledge(p, repl, run);
@@ -688,23 +689,11 @@ async fn commit_group(
     group: &mut Option<(u64, i64, u64)>,
     run: &mut Run,
     wait: bool,
-    policy: OnMissingRow,
 ) -> Result<(), Interrupted> {
     let Some((end, commit_time, count)) = group.take() else {
         return Ok(());
     };
     run.applier.flush(p).await.map_err(classify)?;
-    if policy == OnMissingRow::Stop {
-        // Every statement of the group is answered before its COMMIT goes out, so that a
-        // row missing on the target stops the apply with nothing of the group committed.
-        p.drain().await.map_err(classify)?;
-        if let Some(first) = p.missing.first().cloned() {
-            let n = p.missing.len();
-            p.missing.clear();
-            rollback(p).await;
-            return Err(Interrupted::Fatal(missing_row_error(&first, n)));
-        }
-    }
     let ts = pg_time(commit_time);
     // Both are our own numbers, so they go into the text as literals. The origin moves
     // with the commit record, which a transaction without a transaction id does not
@@ -725,25 +714,6 @@ async fn commit_group(
     }
     acknowledge(p, repl, run);
     Ok(())
-}
-
-/// The apply stops: the target lacks a row the source changed.
-fn missing_row_error(first: &pipeline::MissingRow, n: usize) -> StepError {
-    StepError::failed(format!(
-        "the target differs from the source: {} found no row {} (source transaction committing \
-         at {}){}. Nothing of this transaction was committed and the slot keeps every change. \
-         Find what differs with `pgtransit verify --mode checksum`, repair the target (or \
-         recreate the task), then start it again; to count such rows and go on instead, set \
-         the task's `on_missing_row: log` (`--on-missing-row log`).",
-        first.what,
-        first.key,
-        lsn_text(first.lsn),
-        if n > 1 {
-            format!("; {} rows are missing in this group", n)
-        } else {
-            String::new()
-        }
-    ))
 }
 
 /// Rows missing on the target that the `log` policy lets pass are logged, this many at
@@ -788,6 +758,10 @@ async fn apply_message(
             let mut cache = std::mem::take(&mut run.applier.equality);
             let t = tables::resolve(p.direct().await?, &r, copies, &mut cache).await;
             run.applier.equality = cache;
+            let t = match t {
+                Err(e) if e.kind != StepErrorKind::Lost => Err(p.explain(e).await),
+                t => t,
+            };
             match t {
                 Ok(t) => run.applier.set_table(r.oid, t),
                 // A lost connection is retried; a table the target cannot take is an error
@@ -804,4 +778,38 @@ async fn apply_message(
         _ => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_lost_connection_is_retried() {
+        let lost = |e: PgWireError| {
+            matches!(
+                replication_interrupted(&e, String::new()),
+                Interrupted::Network(_)
+            )
+        };
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(lost(PgWireError::from(io)));
+        assert!(lost(PgWireError::Server(
+            "terminating connection due to administrator command (SQLSTATE 57P01)".into()
+        )));
+        assert!(lost(PgWireError::Server(
+            "replication slot \"s\" is active for PID 42 (SQLSTATE 55006)".into()
+        )));
+        // Words that sound like a lost connection do not make one.
+        assert!(!lost(PgWireError::Server(
+            "unrecognized pgoutput option: messages: connection closed (SQLSTATE 42601)".into()
+        )));
+        assert!(!lost(PgWireError::Server(
+            "replication slot \"s\" does not exist (SQLSTATE 42704)".into()
+        )));
+        assert!(!lost(PgWireError::Server("no code at all".into())));
+        let refused =
+            StepError::failed("updating \"connection_closed\": violates check constraint");
+        assert!(matches!(classify(refused), Interrupted::Fatal(_)));
+    }
 }

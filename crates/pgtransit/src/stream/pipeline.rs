@@ -78,6 +78,9 @@ pub struct Sent {
     pub expected: Vec<Expected>,
     /// The names of the columns in each `Expected::key`.
     pub key_names: Vec<String>,
+    /// The target checks the rows itself (pg_temp.pgtransit_expect_rows): a missing one
+    /// comes back as an error with SQLSTATE `MISSING_ROWS` and their ordinals.
+    pub server_checked: bool,
 }
 
 impl Sent {
@@ -87,6 +90,7 @@ impl Sent {
             commits: None,
             expected: Vec::new(),
             key_names: Vec::new(),
+            server_checked: false,
         }
     }
 }
@@ -355,7 +359,7 @@ impl Pipeline {
     fn take(&mut self, result: Result<Found, tokio_postgres::Error>, sent: Sent) {
         match result {
             Ok(found) => {
-                if !sent.expected.is_empty() {
+                if !sent.expected.is_empty() && !sent.server_checked {
                     self.note_missing(&found, &sent);
                 }
                 if let Some(position) = sent.commits {
@@ -365,7 +369,10 @@ impl Pipeline {
             Err(e) => {
                 // Later statements of the same transaction fail only because this one did.
                 if self.failed.is_none() {
-                    self.failed = Some(sql_error(&sent.what, e));
+                    self.failed = Some(match missing_on_target(&e, &sent) {
+                        Some(rows) => missing_row_error(&rows),
+                        None => sql_error(&sent.what, e),
+                    });
                 }
             }
         }
@@ -399,6 +406,16 @@ impl Pipeline {
         }
     }
 
+    /// A request made directly on the session failed: an earlier statement still in
+    /// flight may have failed first (the transaction is then aborted and everything after
+    /// it fails alike), and its error is the one that explains.
+    pub async fn explain(&mut self, e: StepError) -> StepError {
+        match self.drain().await {
+            Err(earlier) => earlier,
+            Ok(()) => e,
+        }
+    }
+
     /// Wait for every answer; the first error, if any.
     pub async fn drain(&mut self) -> Result<(), StepError> {
         if self.copy.is_some() {
@@ -413,6 +430,64 @@ impl Pipeline {
             None => Ok(()),
         }
     }
+}
+
+/// The SQLSTATE of pg_temp.pgtransit_expect_rows: rows an UPDATE or DELETE had to find
+/// were not on the target (the ordinals in the error's DETAIL).
+pub const MISSING_ROWS: &str = "PTMIS";
+
+/// The function the apply session creates for itself (pg_temp: gone with the session,
+/// nothing left on the target): it aborts the transaction when one of the `required`
+/// ordinals is not among those it `got` (`found` would be PL/pgSQL's own FOUND).
+pub const EXPECT_ROWS_FUNCTION: &str = "CREATE FUNCTION pg_temp.pgtransit_expect_rows(got int[], required int[]) \
+     RETURNS int LANGUAGE plpgsql AS $f$ \
+     DECLARE missing int[] := ARRAY(SELECT r FROM unnest(required) r WHERE r <> ALL (coalesce(got, '{}'))); \
+     BEGIN \
+       IF cardinality(missing) > 0 THEN \
+         RAISE EXCEPTION 'pgtransit: % row(s) not found on the target', cardinality(missing) \
+           USING ERRCODE = 'PTMIS', DETAIL = array_to_string(missing, ','); \
+       END IF; \
+       RETURN coalesce(cardinality(got), 0); \
+     END $f$";
+
+/// The rows a server-checked statement did not find, from its error.
+fn missing_on_target(e: &tokio_postgres::Error, sent: &Sent) -> Option<Vec<MissingRow>> {
+    let db = e.as_db_error()?;
+    if db.code().code() != MISSING_ROWS || sent.expected.is_empty() {
+        return None;
+    }
+    let rows: Vec<MissingRow> = db
+        .detail()?
+        .split(',')
+        .filter_map(|o| o.trim().parse::<usize>().ok())
+        .filter_map(|o| sent.expected.get(o.checked_sub(1)?))
+        .map(|x| MissingRow {
+            what: sent.what.clone(),
+            key: describe_key(&sent.key_names, &x.key),
+            lsn: x.lsn,
+        })
+        .collect();
+    (!rows.is_empty()).then_some(rows)
+}
+
+/// The apply stops: the target lacks rows the source changed.
+pub fn missing_row_error(rows: &[MissingRow]) -> StepError {
+    let first = &rows[0];
+    StepError::failed(format!(
+        "the target differs from the source: {} found no row {} (source transaction committing \
+         at {}){}. Nothing of this transaction was committed and the slot keeps every change. \
+         Find what differs with `pgtransit verify --mode checksum`, repair the target (or \
+         recreate the task), then start it again; to count such rows and go on instead, set \
+         the task's `on_missing_row: log` (`--on-missing-row log`).",
+        first.what,
+        first.key,
+        super::lsn_text(first.lsn),
+        if rows.len() > 1 {
+            format!("; {} rows of that statement are missing", rows.len())
+        } else {
+            String::new()
+        }
+    ))
 }
 
 /// `(a, b)=(1, 'x')` for messages, each value shortened to 60 characters.
