@@ -392,3 +392,79 @@ fn a_server_error_at_start_replication_fails_the_task_instead_of_retrying() {
     );
     pt_ok(home.path(), &["terminate", "noslot", "--force"]);
 }
+
+#[test]
+fn terminate_goes_on_past_an_error_and_says_what_is_left() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let p = empty_pair(SCHEMA);
+    let home = tempfile::tempdir().unwrap();
+    start(home.path(), &p, "term", "stream", &[]);
+    // Stop the worker, then hold the task's replication origin in another session on
+    // the target: dropping it fails ("is already active").
+    let pid = describe(home.path(), "term")["worker_pid"]
+        .as_i64()
+        .unwrap();
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let t = Instant::now();
+    while describe(home.path(), "term")["worker_pid"]
+        .as_i64()
+        .is_some()
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the worker did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut holder = Command::new(p.target.client_program("psql"))
+        .args(["-X", "-q", "-h"])
+        .arg(p.target.socket_dir())
+        .args([
+            "-p",
+            &p.target.port().to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            DB,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = holder.stdin.take().unwrap();
+    writeln!(
+        stdin,
+        "SELECT pg_replication_origin_session_setup('pgtransit_term');"
+    )
+    .unwrap();
+    stdin.flush().unwrap();
+    // psql runs it at once; give it a moment.
+    std::thread::sleep(Duration::from_secs(1));
+    let o = pt(home.path(), &["terminate", "term"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(5), "{out}");
+    // The rest went: the slot and the publication on the source.
+    assert!(
+        out.contains("dropped [source] replication slot pgtransit_term"),
+        "{out}"
+    );
+    assert!(
+        out.contains("dropped [source] publication pgtransit_term"),
+        "{out}"
+    );
+    assert!(
+        out.contains("replication origin pgtransit_term")
+            && out.contains("pg_replication_origin_drop"),
+        "{out}"
+    );
+    assert_eq!(leftovers(&p.source), "0 0 0");
+    assert_eq!(describe(home.path(), "term")["status"], "terminating");
+    // Released, a second terminate finishes.
+    drop(stdin);
+    let _ = holder.wait();
+    let out = pt_ok(home.path(), &["terminate", "term"]);
+    assert!(out.contains("terminated"), "{out}");
+    nothing_left(&p);
+}

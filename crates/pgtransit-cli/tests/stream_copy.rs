@@ -247,3 +247,24 @@ fn postgis_geometry_copies_exactly() {
     let q = "SELECT count(*) || ':' || md5(string_agg(ST_AsEWKB(g)::text || coalesce(gg::text, '-'), '|' ORDER BY id)) FROM places";
     assert_eq!(p.source.psql(DB, q).unwrap(), p.target.psql(DB, q).unwrap());
 }
+
+#[test]
+fn a_refused_init_data_leaves_no_slot_and_no_publication_behind() {
+    let p = pair_with(
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t SELECT g, 'v' FROM generate_series(1, 100) g;",
+    );
+    let (src, dst) = (p.source.url(DB), p.target.url(DB));
+    ok(&["init-struct", "--source", &src, "--target", &dst]);
+    p.target
+        .psql(DB, "INSERT INTO t VALUES (1, 'mine')")
+        .unwrap();
+    let o = pgtransit(&["init-data", "--source", &src, "--target", &dst]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(text(&o).contains("already holds rows"), "{}", text(&o));
+    // Nothing of the refused run holds WAL or blocks the next one.
+    assert_eq!(leftovers(&p.source), "0 0 0", "{}", text(&o));
+    p.target.psql(DB, "DELETE FROM t").unwrap();
+    ok(&["init-data", "--source", &src, "--target", &dst]);
+    assert_eq!(content_hash(&p.source, "t"), content_hash(&p.target, "t"));
+}

@@ -23,7 +23,8 @@ fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// Drop the task's objects on both sides; never fails because a server is down.
+/// Drop the task's objects on both sides; never stops at an error (a server down, a
+/// missing grant, an origin in use): what could not be dropped is returned with its SQL.
 pub async fn cleanup(s: &mut Session<'_>) -> Result<Cleanup, StepError> {
     let task = s.task;
     let mut c = Cleanup::default();
@@ -36,6 +37,10 @@ pub async fn cleanup(s: &mut Session<'_>) -> Result<Cleanup, StepError> {
         "DROP PUBLICATION IF EXISTS {};",
         quote::ident(&task.publication)
     );
+    let sub_sql = format!(
+        "ALTER SUBSCRIPTION {0} DISABLE; ALTER SUBSCRIPTION {0} SET (slot_name = NONE); DROP SUBSCRIPTION IF EXISTS {0};",
+        quote::ident(&task.subscription)
+    );
     let origin = crate::stream::origin_name(task);
     let origin_sql = format!(
         "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = {};",
@@ -46,11 +51,25 @@ pub async fn cleanup(s: &mut Session<'_>) -> Result<Cleanup, StepError> {
     match s.client(Side::Target).await {
         Ok(_) => {
             if task.engine == Engine::Native {
-                let out = native::drop_sub(s).await?;
+                let out = match native::drop_sub(s).await {
+                    Ok(out) => out,
+                    Err(e) => {
+                        c.left.push(Leftover {
+                            side: "target".into(),
+                            what: format!(
+                                "subscription {} ({})",
+                                task.subscription,
+                                native::first_line(&e.message)
+                            ),
+                            sql: sub_sql.clone(),
+                        });
+                        Default::default()
+                    }
+                };
                 if out.subscription_dropped {
                     c.dropped
                         .push(format!("[target] subscription {}", task.subscription));
-                } else {
+                } else if !c.left.iter().any(|l| l.side == "target") {
                     c.absent
                         .push(format!("[target] subscription {}", task.subscription));
                 }
@@ -65,69 +84,29 @@ pub async fn cleanup(s: &mut Session<'_>) -> Result<Cleanup, StepError> {
                     });
                 }
             }
-            let target = s.client(Side::Target).await?;
-            let n = target
-                .execute(
-                    "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = $1",
-                    &[&origin],
-                )
-                .await
-                .map_err(|e| native::sql_error("dropping the replication origin (on the target)", e))?;
-            let line = format!("[target] replication origin {origin}");
-            if n > 0 {
-                c.dropped.push(line)
-            } else {
-                c.absent.push(line)
+            if let Err(e) = drop_origin(s, &origin, &mut c).await {
+                c.left.push(Leftover {
+                    side: "target".into(),
+                    what: format!(
+                        "replication origin {origin} ({})",
+                        native::first_line(&e.message)
+                    ),
+                    sql: origin_sql.clone(),
+                });
             }
-            let has_bookkeeping: bool = target
-                .query_one(
-                    "SELECT to_regclass('pgtransit.copy_progress') IS NOT NULL",
-                    &[],
-                )
-                .await
-                .map_err(|e| native::sql_error("looking for the copy's bookkeeping", e))?
-                .get(0);
-            if has_bookkeeping {
-                let n = target
-                    .execute(
-                        "DELETE FROM pgtransit.copy_progress WHERE task = $1",
-                        &[&task.name],
-                    )
-                    .await
-                    .map_err(|e| native::sql_error("forgetting the copy's progress", e))?;
-                target
-                    .execute(
-                        "DELETE FROM pgtransit.copy_state WHERE task = $1",
-                        &[&task.name],
-                    )
-                    .await
-                    .map_err(|e| native::sql_error("forgetting the copy's state", e))?;
-                if n > 0 {
-                    c.dropped.push(format!(
-                        "[target] copy bookkeeping of task {} ({n} rows)",
-                        task.name
-                    ));
-                }
-                // The schema is shared by every task on this target: dropped with the last.
-                let empty: bool = target
-                    .query_one(
-                        "SELECT NOT EXISTS (SELECT 1 FROM pgtransit.copy_progress) \
-                         AND NOT EXISTS (SELECT 1 FROM pgtransit.copy_state)",
-                        &[],
-                    )
-                    .await
-                    .map_err(|e| native::sql_error("reading the copy's bookkeeping", e))?
-                    .get(0);
-                if empty {
-                    target
-                        .batch_execute("DROP SCHEMA IF EXISTS pgtransit CASCADE")
-                        .await
-                        .map_err(|e| {
-                            native::sql_error("dropping schema pgtransit (on the target)", e)
-                        })?;
-                    c.dropped
-                        .push("[target] schema pgtransit (no task uses it any more)".into());
-                }
+            if let Err(e) = drop_bookkeeping(s, &mut c).await {
+                c.left.push(Leftover {
+                    side: "target".into(),
+                    what: format!(
+                        "copy bookkeeping of task {} ({})",
+                        task.name,
+                        native::first_line(&e.message)
+                    ),
+                    sql: format!(
+                        "DELETE FROM pgtransit.copy_progress WHERE task = {0}; DELETE FROM pgtransit.copy_state WHERE task = {0};",
+                        literal(&task.name)
+                    ),
+                });
             }
         }
         Err(e) => {
@@ -136,10 +115,7 @@ pub async fn cleanup(s: &mut Session<'_>) -> Result<Cleanup, StepError> {
                 c.left.push(Leftover {
                     side: "target".into(),
                     what: format!("subscription {} ({why})", task.subscription),
-                    sql: format!(
-                        "ALTER SUBSCRIPTION {0} DISABLE; ALTER SUBSCRIPTION {0} SET (slot_name = NONE); DROP SUBSCRIPTION IF EXISTS {0};",
-                        quote::ident(&task.subscription)
-                    ),
+                    sql: sub_sql.clone(),
                 });
             }
             c.left.push(Leftover {
@@ -151,66 +127,30 @@ pub async fn cleanup(s: &mut Session<'_>) -> Result<Cleanup, StepError> {
     }
 
     match s.client(Side::Source).await {
-        Ok(source) => {
+        Ok(_) => {
             if task.engine == Engine::Stream {
-                let active: Vec<i32> = source
-                    .query(
-                        "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL",
-                        &[&task.slot],
-                    )
-                    .await
-                    .map_err(|e| native::sql_error("reading the slot (on the source)", e))?
-                    .iter()
-                    .map(|r| r.get(0))
-                    .collect();
-                for pid in active {
-                    let _ = source
-                        .execute("SELECT pg_terminate_backend($1)", &[&pid])
-                        .await;
-                }
-                // A terminated walsender releases the slot a moment later.
-                let mut tries = 0;
-                let n = loop {
-                    match source
-                        .execute(
-                            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
-                            &[&task.slot],
-                        )
-                        .await
-                    {
-                        Ok(n) => break n,
-                        Err(_) if tries < 20 => {
-                            tries += 1;
-                            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-                        }
-                        Err(e) => return Err(native::sql_error("dropping the slot (on the source)", e)),
-                    }
-                };
-                let line = format!("[source] replication slot {}", task.slot);
-                if n > 0 {
-                    c.dropped.push(line)
-                } else {
-                    c.absent.push(line)
+                if let Err(e) = drop_slot(s, &mut c).await {
+                    c.left.push(Leftover {
+                        side: "source".into(),
+                        what: format!(
+                            "replication slot {} ({})",
+                            task.slot,
+                            native::first_line(&e.message)
+                        ),
+                        sql: slot_sql.clone(),
+                    });
                 }
             }
-            let source = s.client(Side::Source).await?;
-            let existed: bool = source
-                .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)",
-                    &[&task.publication],
-                )
-                .await
-                .map_err(|e| native::sql_error("reading publications (on the source)", e))?
-                .get(0);
-            source
-                .batch_execute(&pub_sql)
-                .await
-                .map_err(|e| native::sql_error("dropping the publication (on the source)", e))?;
-            let line = format!("[source] publication {}", task.publication);
-            if existed {
-                c.dropped.push(line)
-            } else {
-                c.absent.push(line)
+            if let Err(e) = drop_publication(s, &mut c).await {
+                c.left.push(Leftover {
+                    side: "source".into(),
+                    what: format!(
+                        "publication {} ({})",
+                        task.publication,
+                        native::first_line(&e.message)
+                    ),
+                    sql: pub_sql.clone(),
+                });
             }
         }
         Err(e) => {
@@ -230,4 +170,155 @@ pub async fn cleanup(s: &mut Session<'_>) -> Result<Cleanup, StepError> {
         }
     }
     Ok(c)
+}
+
+/// The task's replication origin on the target.
+async fn drop_origin(s: &mut Session<'_>, origin: &str, c: &mut Cleanup) -> Result<(), StepError> {
+    let n = s
+        .client(Side::Target)
+        .await?
+        .execute(
+            "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = $1",
+            &[&origin],
+        )
+        .await
+        .map_err(|e| native::sql_error("dropping the replication origin (on the target)", e))?;
+    let line = format!("[target] replication origin {origin}");
+    if n > 0 {
+        c.dropped.push(line)
+    } else {
+        c.absent.push(line)
+    }
+    Ok(())
+}
+
+/// The task's rows in the copy's bookkeeping on the target, and the `pgtransit` schema
+/// with the last task that used it.
+async fn drop_bookkeeping(s: &mut Session<'_>, c: &mut Cleanup) -> Result<(), StepError> {
+    let task = s.task;
+    let target = s.client(Side::Target).await?;
+    let has_bookkeeping: bool = target
+        .query_one(
+            "SELECT to_regclass('pgtransit.copy_progress') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(|e| native::sql_error("looking for the copy's bookkeeping", e))?
+        .get(0);
+    if !has_bookkeeping {
+        return Ok(());
+    }
+    let n = target
+        .execute(
+            "DELETE FROM pgtransit.copy_progress WHERE task = $1",
+            &[&task.name],
+        )
+        .await
+        .map_err(|e| native::sql_error("forgetting the copy's progress", e))?;
+    target
+        .execute(
+            "DELETE FROM pgtransit.copy_state WHERE task = $1",
+            &[&task.name],
+        )
+        .await
+        .map_err(|e| native::sql_error("forgetting the copy's state", e))?;
+    if n > 0 {
+        c.dropped.push(format!(
+            "[target] copy bookkeeping of task {} ({n} rows)",
+            task.name
+        ));
+    }
+    // The schema is shared by every task on this target: dropped with the last.
+    let empty: bool = target
+        .query_one(
+            "SELECT NOT EXISTS (SELECT 1 FROM pgtransit.copy_progress) \
+             AND NOT EXISTS (SELECT 1 FROM pgtransit.copy_state)",
+            &[],
+        )
+        .await
+        .map_err(|e| native::sql_error("reading the copy's bookkeeping", e))?
+        .get(0);
+    if empty {
+        target
+            .batch_execute("DROP SCHEMA IF EXISTS pgtransit CASCADE")
+            .await
+            .map_err(|e| native::sql_error("dropping schema pgtransit (on the target)", e))?;
+        c.dropped
+            .push("[target] schema pgtransit (no task uses it any more)".into());
+    }
+    Ok(())
+}
+
+/// The stream engine's slot on the source, after ending the walsender that holds it.
+async fn drop_slot(s: &mut Session<'_>, c: &mut Cleanup) -> Result<(), StepError> {
+    let slot = s.task.slot.clone();
+    let source = s.client(Side::Source).await?;
+    let active: Vec<i32> = source
+        .query(
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL",
+            &[&slot],
+        )
+        .await
+        .map_err(|e| native::sql_error("reading the slot (on the source)", e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for pid in active {
+        let _ = source
+            .execute("SELECT pg_terminate_backend($1)", &[&pid])
+            .await;
+    }
+    // A terminated walsender releases the slot a moment later.
+    let mut tries = 0;
+    let n = loop {
+        match source
+            .execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+        {
+            Ok(n) => break n,
+            Err(_) if tries < 20 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(native::sql_error("dropping the slot (on the source)", e)),
+        }
+    };
+    let line = format!("[source] replication slot {slot}");
+    if n > 0 {
+        c.dropped.push(line)
+    } else {
+        c.absent.push(line)
+    }
+    Ok(())
+}
+
+/// The task's publication on the source.
+async fn drop_publication(s: &mut Session<'_>, c: &mut Cleanup) -> Result<(), StepError> {
+    let publication = s.task.publication.clone();
+    let source = s.client(Side::Source).await?;
+    let existed: bool = source
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)",
+            &[&publication],
+        )
+        .await
+        .map_err(|e| native::sql_error("reading publications (on the source)", e))?
+        .get(0);
+    source
+        .batch_execute(&format!(
+            "DROP PUBLICATION IF EXISTS {}",
+            quote::ident(&publication)
+        ))
+        .await
+        .map_err(|e| native::sql_error("dropping the publication (on the source)", e))?;
+    let line = format!("[source] publication {publication}");
+    if existed {
+        c.dropped.push(line)
+    } else {
+        c.absent.push(line)
+    }
+    Ok(())
 }

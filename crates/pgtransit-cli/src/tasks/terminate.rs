@@ -1,7 +1,8 @@
 //! `pgtransit terminate NAME`: stop the worker, then drop the task's slot, publication,
-//! subscription and origin, each idempotently and reported. With a server unreachable, the
-//! task stays `terminating` with the exact SQL of what is left; a later terminate finishes,
-//! or `--force` forgets the task.
+//! subscription and origin, each idempotently and reported. An object that cannot be
+//! dropped (a server unreachable, a missing grant, an origin in use) does not stop the
+//! others: the task stays `terminating` with the exact SQL of what is left (exit 5); a
+//! later terminate finishes, or `--force` forgets the task after saying what is left.
 
 use std::time::{Duration, Instant};
 
@@ -79,12 +80,20 @@ pub async fn terminate(a: TerminateArgs) -> Result<u8, Failure> {
             .delete_task(&a.name)
             .map_err(|e| Failure::other(e.0))?;
         if !a.json {
-            println!(
-                "task {} terminated: nothing of it is left on either server",
-                a.name
-            );
+            if c.left.is_empty() {
+                println!(
+                    "task {} terminated: nothing of it is left on either server",
+                    a.name
+                );
+            } else {
+                println!(
+                    "task {} forgotten (--force); the objects above are left",
+                    a.name
+                );
+            }
         }
-        return Ok(0);
+        // Forgotten or not, what is left is left: say so in the exit code too.
+        return Ok(if c.left.is_empty() { 0 } else { 5 });
     }
     store
         .set_leftovers(&a.name, &c.left)
@@ -92,7 +101,7 @@ pub async fn terminate(a: TerminateArgs) -> Result<u8, Failure> {
     let _ = store.set_status(
         &a.name,
         "terminating",
-        Some("servers unreachable during terminate"),
+        Some("some objects could not be dropped (a server unreachable, or an error): see describe"),
     );
     if !a.json {
         println!(

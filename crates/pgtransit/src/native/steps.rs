@@ -385,7 +385,7 @@ pub async fn copy_seq(s: &mut Session<'_>, shift: i64) -> Result<usize, StepErro
 }
 
 /// What drop-sub did, and what it had to leave.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct DropSubOutcome {
     pub subscription_dropped: bool,
     pub slots_dropped: Vec<String>,

@@ -47,6 +47,69 @@ pub struct CopyReport {
     pub seconds: f64,
 }
 
+async fn publication_exists(s: &mut Session<'_>) -> Result<bool, StepError> {
+    let name = s.task.publication.clone();
+    Ok(s.client(Side::Source)
+        .await?
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)",
+            &[&name],
+        )
+        .await
+        .map_err(|e| native::sql_error("looking for the publication (on the source)", e))?
+        .get(0))
+}
+
+/// Drop the slot this run created (once its exporting session has let go of it) and the
+/// publication, when this run created it too; what cannot be dropped is said.
+async fn undo_setup(s: &mut Session<'_>, drop_publication: bool) {
+    let (slot, publication) = (s.task.slot.clone(), s.task.publication.clone());
+    let Ok(source) = s.client(Side::Source).await else {
+        s.say(&format!(
+            "  the source is unreachable: drop the slot by hand: SELECT pg_drop_replication_slot({});",
+            quote::literal(&slot)
+        ));
+        return;
+    };
+    let mut dropped = false;
+    for _ in 0..40 {
+        match source
+            .execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+        {
+            Ok(_) => {
+                dropped = true;
+                break;
+            }
+            // Still held by the exporting session for a moment.
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+    let mut said = if dropped {
+        format!("  [source] slot {} dropped again", quote::ident(&slot))
+    } else {
+        format!(
+            "  [source] could not drop slot {}: SELECT pg_drop_replication_slot({});",
+            quote::ident(&slot),
+            quote::literal(&slot)
+        )
+    };
+    if drop_publication {
+        let sql = format!("DROP PUBLICATION IF EXISTS {}", quote::ident(&publication));
+        match source.batch_execute(&sql).await {
+            Ok(()) => said.push_str(&format!(
+                "; publication {} dropped again",
+                quote::ident(&publication)
+            )),
+            Err(_) => said.push_str(&format!("; could not drop the publication: {sql};")),
+        }
+    }
+    s.say(&said);
+}
+
 /// Run init-data for the session's task.
 pub async fn init_data(
     s: &mut Session<'_>,
@@ -85,6 +148,7 @@ pub async fn init_data(
         }
         // The publication must exist before the slot: changes are filtered by the
         // publication as it was when they were written.
+        let had_publication = publication_exists(s).await?;
         native::create_pub(s).await?;
         let exported = slot::create(s, &task.slot, false).await?;
         say(&format!(
@@ -93,9 +157,24 @@ pub async fn init_data(
             exported.lsn,
             exported.snapshot
         ));
-        units = plan::make(s, &exported, o).await?;
-        plan::guard_empty_targets(s, &units, o.force).await?;
-        plan::store(s, &units, &exported.lsn).await?;
+        let planned = async {
+            let units = plan::make(s, &exported, o).await?;
+            plan::guard_empty_targets(s, &units, o.force).await?;
+            plan::store(s, &units, &exported.lsn).await?;
+            Ok::<_, StepError>(units)
+        }
+        .await;
+        match planned {
+            Ok(u) => units = u,
+            Err(e) => {
+                // Refused (rows on the target) or failed before anything was recorded:
+                // what this run created goes, so that the slot holds no WAL and a rerun
+                // starts clean.
+                drop(exported);
+                undo_setup(s, !had_publication).await;
+                return Err(e);
+            }
+        }
         let lsn = exported.lsn.clone();
         (exported, lsn)
     } else {

@@ -414,20 +414,24 @@ impl Applier {
             let st = self.statement(p, oid, key, || sql).await?;
             return p.execute_returning(&st, params, sent).await;
         }
-        let required: Vec<String> = (1..=sent.expected.len())
-            .filter(|&i| sent.expected[i - 1].strict)
-            .map(|i| i.to_string())
-            .collect();
-        let n = params.len() + 1;
-        params.push(TextValue(Some(Bytes::from(format!(
-            "{{{}}}",
-            required.join(",")
-        )))));
+        // NULL when every row must be found (the usual case).
+        let n = sent.expected.len();
+        let required = (!sent.expected.iter().all(|e| e.strict)).then(|| {
+            let r: Vec<String> = (1..=n)
+                .filter(|&i| sent.expected[i - 1].strict)
+                .map(|i| i.to_string())
+                .collect();
+            Bytes::from(format!("{{{}}}", r.join(",")))
+        });
+        let k = params.len() + 1;
+        params.push(TextValue(Some(Bytes::from(n.to_string()))));
+        params.push(TextValue(required));
         let st = self
             .statement(p, oid, format!("S{key}"), || {
                 format!(
-                    "WITH pgtransit_changed AS ({sql}) SELECT pg_temp.pgtransit_expect_rows(array_agg(o), ${n}::int[]) \
-                     FROM pgtransit_changed"
+                    "WITH pgtransit_changed AS ({sql}) SELECT pg_temp.pgtransit_expect_rows(array_agg(o), \
+                     ${k}::int, ${}::int[]) FROM pgtransit_changed",
+                    k + 1
                 )
             })
             .await?;
