@@ -52,12 +52,12 @@ pub async fn run(args: CheckArgs) -> Result<u8, Failure> {
     let scopes = scopes(args.scope);
     let report = run_checks(&task, &scopes, args.fix, args.apply, args.json).await?;
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&report).map_err(|e| Failure::other(e.to_string()))?
         );
     } else {
-        print!(
+        out!(
             "{}",
             check::render_text(&report, scopes.contains(&Scope::ReplicaIdentity))
         );
@@ -93,7 +93,7 @@ pub async fn run_checks(
         if quiet {
             eprintln!("{s}")
         } else {
-            println!("{s}")
+            outln!("{s}")
         }
     };
     if statements.is_empty() {

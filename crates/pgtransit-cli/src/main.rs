@@ -8,7 +8,11 @@
 //! * 3 — also `diff` found a difference
 //! * 4 — a step refused to overwrite data or an object it does not own; a task name taken;
 //!   a task that already has a worker
-//! * 5 — `terminate` could not reach a server: the task stays `terminating`, with what is left
+//! * 5 — `terminate` could not drop everything: the task stays `terminating`, with what is left
+//! * 141 — stdout was closed by its reader (`| head`): the command ended quietly
+
+#[macro_use]
+mod out;
 
 mod check_cmd;
 mod demo;

@@ -98,11 +98,11 @@ pub struct CopySeqArgs {
 }
 
 fn say(line: &str) {
-    println!("{line}");
+    outln!("{line}");
 }
 
 fn dry_run(plan: Plan) -> Result<u8, Failure> {
-    print!("{plan}");
+    out!("{plan}");
     Ok(0)
 }
 
@@ -250,12 +250,12 @@ pub async fn progress(a: ProgressArgs) -> Result<u8, Failure> {
     loop {
         let p = native::progress(&mut s).await?;
         if a.json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string(&p).map_err(|e| Failure::other(e.to_string()))?
             );
         } else {
-            print!("{}", render_progress(&p));
+            out!("{}", render_progress(&p));
         }
         if !p.subscription_exists && a.wait.is_none() {
             return Err(Failure::other(format!(
@@ -329,13 +329,13 @@ pub async fn diff(a: DiffArgs) -> Result<u8, Failure> {
     }
     let report = native::diff(&mut session(&task), Duration::from_secs(a.wait)).await?;
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&report).map_err(|e| Failure::other(e.to_string()))?
         );
     } else {
         print_diff_rows(&report, "");
-        println!(
+        outln!(
             "diff: {} object(s), {} failed",
             report.rows.len(),
             report.failures()
@@ -418,7 +418,7 @@ pub async fn init_data(a: InitDataArgs) -> Result<u8, Failure> {
     if json {
         print_done(&r)?;
     } else {
-        println!(
+        outln!(
             "init-data: {} unit(s) copied{}, {} rows, {} in {:.1} s; the change stream starts at {}",
             r.units_copied,
             if r.units_skipped > 0 { format!(" ({} already done)", r.units_skipped) } else { String::new() },
@@ -486,12 +486,12 @@ pub async fn cdc(a: CdcArgs) -> Result<u8, Failure> {
     if json {
         print_done(&r)?;
     } else {
-        println!(
+        outln!(
             "cdc: applied {} transaction(s) ({} inserts, {} updates, {} deletes, {} truncates) up to {} in {:.1} s",
             r.transactions, r.counts.inserts, r.counts.updates, r.counts.deletes, r.counts.truncates, r.applied_lsn, r.seconds
         );
         if r.counts.not_found > 0 {
-            println!(
+            outln!(
                 "cdc: {} UPDATE/DELETE found no row on the target (on_missing_row: log): the target differs; run `pgtransit verify --mode checksum`",
                 r.counts.not_found
             );
@@ -509,7 +509,7 @@ fn pgwire_replication_lsn(s: &str) -> Option<u64> {
 /// The last JSON line of a step run with --json: its report.
 fn print_done(report: &impl serde::Serialize) -> Result<(), Failure> {
     let done = serde_json::json!({ "event": "done", "report": report });
-    println!(
+    outln!(
         "{}",
         serde_json::to_string(&done).map_err(|e| Failure::other(e.to_string()))?
     );
@@ -529,9 +529,9 @@ fn event_printer(json: bool) -> pgtransit::snapshot::Events {
             *last = Some(Instant::now());
         }
         if json {
-            println!("{}", serde_json::to_string(&e).unwrap_or_default())
+            outln!("{}", serde_json::to_string(&e).unwrap_or_default())
         } else {
-            println!("{e}")
+            outln!("{e}")
         }
     })
 }
@@ -539,7 +539,7 @@ fn event_printer(json: bool) -> pgtransit::snapshot::Events {
 /// One PASS/FAIL line per object of a diff, each prefixed by `indent`.
 pub fn print_diff_rows(report: &native::DiffReport, indent: &str) {
     for r in &report.rows {
-        println!(
+        outln!(
             "{indent}[{}] {:<8} {}  source={} target={}{}",
             if r.pass { "PASS" } else { "FAIL" },
             r.kind,

@@ -32,15 +32,15 @@ pub fn run(cmd: TaskCommand) -> Result<u8, Failure> {
             let task = Task::load(&task_file)?;
             let view = TaskView::of(&task);
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&view)
                         .map_err(|e| Failure::other(e.to_string()))?
                 );
             } else if native {
-                print!("{}", pgtransit::task::to_native_yaml(&task));
+                out!("{}", pgtransit::task::to_native_yaml(&task));
             } else {
-                print!("{}", view.to_text());
+                out!("{}", view.to_text());
             }
             Ok(0)
         }

@@ -65,11 +65,11 @@ pub async fn run(a: VerifyArgs) -> Result<u8, Failure> {
     let json = a.json;
     let say = move |l: &str| {
         if !json {
-            println!("{l}")
+            outln!("{l}")
         }
     };
     if !json {
-        println!(
+        outln!(
             "verify ({}): {} -> {}",
             match o.mode {
                 Mode::Count => "count",
@@ -84,7 +84,7 @@ pub async fn run(a: VerifyArgs) -> Result<u8, Failure> {
     }
     let r = verify::verify(&task, &o, &say).await?;
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&r).map_err(|e| Failure::other(e.to_string()))?
         );
@@ -96,11 +96,11 @@ pub async fn run(a: VerifyArgs) -> Result<u8, Failure> {
                 ("different", &t.changed),
             ] {
                 if !keys.is_empty() {
-                    println!("    {} {label}: {}", t.table, keys.join(" "));
+                    outln!("    {} {label}: {}", t.table, keys.join(" "));
                 }
             }
         }
-        println!(
+        outln!(
             "verify: {} table(s), {} rows, {} differ, in {:.1} s",
             r.tables.len(),
             r.rows_verified,

@@ -136,6 +136,15 @@ fn native_flow_through_the_generated_scripts() {
 
     script_ok(&ctx, &bin, "check-repl", &[]);
     script_ok(&ctx, &bin, "check-misc", &[]);
+    // Pigsty v1's names, as its manual types them.
+    for v1 in [
+        "check-replica-identity",
+        "check-replica-identity-solution",
+        "check-special-object",
+        "check-special-objec",
+    ] {
+        script_ok(&ctx, &bin, v1, &[]);
+    }
     script_ok(&ctx, &bin, "copy-schema", &["-y"]);
     let out = script_ok(&ctx, &bin, "create-pub", &["-y"]);
     assert!(out.contains("public.scratch_cache is unlogged"), "{out}");
@@ -179,7 +188,7 @@ fn native_flow_through_the_generated_scripts() {
         "secret written to {}",
         String::from_utf8_lossy(&grep.stdout)
     );
-    script_ok(&ctx, &bin, "copy-progress", &["--wait", "120"]);
+    script_ok(&ctx, &bin, "progress", &["--wait", "120"]);
     std::thread::sleep(std::time::Duration::from_secs(2));
     load.stop();
     let o = script(&ctx, &bin, "copy-diff", &["--wait", "10"]);
@@ -189,14 +198,14 @@ fn native_flow_through_the_generated_scripts() {
         "sequences are behind before copy-seq: {}",
         text(&o)
     );
-    script_ok(&ctx, &bin, "copy-seq", &["1000", "-y"]);
-    let out = script_ok(&ctx, &bin, "copy-diff", &[]);
+    script_ok(&ctx, &bin, "next-seq", &["1000", "-y"]);
+    let out = script_ok(&ctx, &bin, "compare", &[]);
     assert!(
         !out.contains("[FAIL]") && out.contains("[PASS] table"),
         "{out}"
     );
     script_ok(&ctx, &bin, "copy-schema", &["--section", "post-data", "-y"]);
-    script_ok(&ctx, &bin, "drop-sub", &["-y"]);
+    script_ok(&ctx, &bin, "remove-sub", &["-y"]);
     script_ok(&ctx, &bin, "drop-pub", &["-y"]);
     assert_migrated(&p);
 }

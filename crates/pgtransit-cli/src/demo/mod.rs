@@ -115,7 +115,7 @@ pub async fn run(args: DemoArgs) -> Result<u8, Failure> {
 async fn problems(args: DemoArgs) -> Result<u8, Failure> {
     let say = |s: &str| {
         if !args.json {
-            println!("{s}")
+            outln!("{s}")
         }
     };
     say("pgtransit demo: starting two PostgreSQL sandboxes (source, target) ...");
@@ -135,17 +135,17 @@ async fn problems(args: DemoArgs) -> Result<u8, Failure> {
     say("$ pgtransit check all\n");
     let report = check_cmd::run_checks(&task, &Scope::ALL, false, false, args.json).await?;
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&report).map_err(|e| Failure::other(e.to_string()))?
         );
         return Ok(0);
     }
-    print!("{}", pgtransit::check::render_text(&report, true));
+    out!("{}", pgtransit::check::render_text(&report, true));
 
     say("\n$ pgtransit check replica-identity --fix --apply\n");
     let fixed = check_cmd::run_checks(&task, &[Scope::ReplicaIdentity], true, true, false).await?;
-    print!("{}", pgtransit::check::render_text(&fixed, true));
+    out!("{}", pgtransit::check::render_text(&fixed, true));
     say("\nThe demo clusters are stopped and removed now.");
     Ok(0)
 }

@@ -15,12 +15,12 @@ use super::{failure, WORKLOAD_SQL};
 const DB: &str = "shop";
 
 fn step(title: &str) -> Instant {
-    println!("\n$ pgtransit {title}");
+    outln!("\n$ pgtransit {title}");
     Instant::now()
 }
 
 fn done(start: Instant) {
-    println!("  ({:.1} s)", start.elapsed().as_secs_f64());
+    outln!("  ({:.1} s)", start.elapsed().as_secs_f64());
 }
 
 /// pgbench over the source's Unix socket (trusted: no password needed for the load).
@@ -46,10 +46,8 @@ impl Drop for Load {
 }
 
 pub async fn run() -> Result<u8, Failure> {
-    println!("pgtransit demo (native engine): two PostgreSQL sandboxes, pgbench tables plus a hard schema,");
-    println!(
-        "a live pgbench workload, and the Pigsty migration flow on PUBLICATION / SUBSCRIPTION."
-    );
+    outln!("pgtransit demo (native engine): two PostgreSQL sandboxes, pgbench tables plus a hard schema,");
+    outln!("a live pgbench workload, and the Pigsty migration flow on PUBLICATION / SUBSCRIPTION.");
     let password = format!("demo-{}-{}", std::process::id(), super::nanos());
     let source = Builder::new()
         .password(&password)
@@ -64,12 +62,12 @@ pub async fn run() -> Result<u8, Failure> {
             .map_err(failure("creating the database"))?;
     }
     super::load_source(&source, DB, 1)?;
-    println!(
+    outln!(
         "  source 127.0.0.1:{}  target 127.0.0.1:{}  database \"{DB}\": pgbench scale 1 plus quoted, unicode,",
         source.port(),
         target.port()
     );
-    println!("  partitioned, keyless, enum, array, jsonb, TOAST, generated, identity and descending-sequence tables");
+    outln!("  partitioned, keyless, enum, array, jsonb, TOAST, generated, identity and descending-sequence tables");
 
     let mut task =
         Task::from_urls("demo", &source.url(DB), Some(&target.url(DB))).map_err(Failure::usage)?;
@@ -83,7 +81,7 @@ pub async fn run() -> Result<u8, Failure> {
     let ctx = dir.path().join("demo");
     pgtransit::generate::generate(&task, std::path::Path::new("(demo task)"), &ctx)
         .map_err(Failure::other)?;
-    println!("\n$ pgtransit generate   # the same flow as scripts: {}/ (README.md, copy-schema, create-pub, ...)", ctx.display());
+    outln!("\n$ pgtransit generate   # the same flow as scripts: {}/ (README.md, copy-schema, create-pub, ...)", ctx.display());
 
     let t = step("check replica-identity --fix --apply   # pgbench_history has no key");
     check_cmd::run_checks(&task, &[Scope::ReplicaIdentity], true, true, false).await?;
@@ -111,9 +109,9 @@ pub async fn run() -> Result<u8, Failure> {
         .spawn()
         .map_err(|e| Failure::other(format!("starting pgbench: {e}")))?,
     );
-    println!("\n  pgbench is now writing to the source (tpcb-like plus inserts, updates and deletes on the hard tables)");
+    outln!("\n  pgbench is now writing to the source (tpcb-like plus inserts, updates and deletes on the hard tables)");
 
-    let mut s = Session::new(&task, |l| println!("{l}"));
+    let mut s = Session::new(&task, |l| outln!("{l}"));
     let schema = |section| SchemaOptions {
         section,
         clean: false,
@@ -136,7 +134,7 @@ pub async fn run() -> Result<u8, Failure> {
     loop {
         let p = native::progress(&mut s).await?;
         if p.complete {
-            println!(
+            outln!(
                 "  {}/{} tables streaming, lag {} bytes",
                 p.streaming,
                 p.total,
@@ -144,9 +142,11 @@ pub async fn run() -> Result<u8, Failure> {
             );
             break;
         }
-        println!(
+        outln!(
             "  {}/{} tables streaming, {:.0}% copied",
-            p.streaming, p.total, p.percent
+            p.streaming,
+            p.total,
+            p.percent
         );
         if t.elapsed() > Duration::from_secs(300) {
             return Err(Failure::other("the initial sync did not finish in 300 s"));
@@ -163,10 +163,10 @@ pub async fn run() -> Result<u8, Failure> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     drop(load);
     let fenced = Instant::now();
-    println!("\n  writes stopped (the switch moment; `pgtransit switchover` will fence for you)");
+    outln!("\n  writes stopped (the switch moment; `pgtransit switchover` will fence for you)");
     let t = step("copy-seq 1000");
     let n = native::copy_seq(&mut s, 1000).await?;
-    println!("  {n} sequence(s) set");
+    outln!("  {n} sequence(s) set");
     done(t);
     let t = step("diff");
     let report = native::diff(&mut s, Duration::from_secs(30)).await?;
@@ -186,7 +186,7 @@ pub async fn run() -> Result<u8, Failure> {
         .filter(|r| r.kind == "table")
         .filter_map(|r| r.source.as_deref()?.parse::<i64>().ok())
         .sum();
-    println!(
+    outln!(
         "\nreport: {} table(s) with {rows} rows and {} sequence(s) compared, {} failed; \
          writes stopped to verified in {:.1} s",
         report.rows.iter().filter(|r| r.kind == "table").count(),
@@ -194,6 +194,6 @@ pub async fn run() -> Result<u8, Failure> {
         report.failures(),
         verified.as_secs_f64()
     );
-    println!("The demo clusters are stopped and removed now.");
+    outln!("The demo clusters are stopped and removed now.");
     Ok(if report.failures() > 0 { 3 } else { 0 })
 }

@@ -37,12 +37,12 @@ fn pgtransit(home: &Path, args: &[&str]) -> Command {
 
 /// Show the command, run it with its output on the terminal.
 fn run_shown(home: &Path, args: &[&str]) -> Result<(), Failure> {
-    println!("\n$ pgtransit {}", args.join(" "));
+    outln!("\n$ pgtransit {}", args.join(" "));
     let t = Instant::now();
     let status = pgtransit(home, args)
         .status()
         .map_err(|e| Failure::other(format!("running pgtransit: {e}")))?;
-    println!("  ({:.1} s)", t.elapsed().as_secs_f64());
+    outln!("  ({:.1} s)", t.elapsed().as_secs_f64());
     if !status.success() {
         return Err(Failure::other(format!(
             "`pgtransit {}` failed ({status})",
@@ -83,7 +83,7 @@ fn wait_for_cdc(home: &Path) -> Result<(), Failure> {
             .collect();
         let line = now.join(", ");
         if line != seen {
-            println!("  [{:>5.1} s] {line}", t.elapsed().as_secs_f64());
+            outln!("  [{:>5.1} s] {line}", t.elapsed().as_secs_f64());
             seen = line;
         }
         if steps
@@ -141,7 +141,7 @@ fn client_log(path: &Path) -> ClientLog {
 
 pub async fn run(engine: &str) -> Result<u8, Failure> {
     let started = Instant::now();
-    println!(
+    outln!(
         "pgtransit demo ({engine} engine): two PostgreSQL sandboxes, a pgbouncer in front of the source, pgbench\n\
          writing through it the whole time, and the whole migration: create (copy, stream), switchover, report."
     );
@@ -163,18 +163,18 @@ pub async fn run(engine: &str) -> Result<u8, Failure> {
         ),
         None => None,
     };
-    println!(
+    outln!(
         "  source 127.0.0.1:{}, target 127.0.0.1:{}, database \"{DB}\": pgbench scale 5 (500k accounts) plus quoted,\n  \
          unicode, partitioned, keyless, enum, array, jsonb, TOAST, generated and identity tables",
         source.port(),
         target.port()
     );
     match &bouncer {
-        Some(b) => println!(
+        Some(b) => outln!(
             "  pgbouncer 127.0.0.1:{} (transaction pooling) -> source",
             b.port()
         ),
-        None => println!(
+        None => outln!(
             "  pgbouncer is not installed (apt-get install pgbouncer): pgbench connects to the source directly,\n  \
              and the switchover uses the readonly fence, which ends its sessions"
         ),
@@ -212,7 +212,7 @@ pub async fn run(engine: &str) -> Result<u8, Failure> {
             .spawn()
             .map_err(|e| Failure::other(format!("starting pgbench: {e}")))?,
     );
-    println!(
+    outln!(
         "  pgbench: 4 clients, tpcb-like plus inserts, updates and deletes on the hard tables\n"
     );
 
@@ -270,28 +270,28 @@ pub async fn run(engine: &str) -> Result<u8, Failure> {
     let d = describe(h)?;
     let r = &d["switchover"]["report"];
     let total = count(&target, "SELECT count(*) FROM pgbench_history");
-    println!("\nreport");
-    println!(
+    outln!("\nreport");
+    outln!(
         "  write downtime            {:.2} s (fence {} -> target writable)",
         r["downtime_seconds"].as_f64().unwrap_or(f64::NAN),
         r["fence"].as_str().unwrap_or("?")
     );
-    println!(
+    outln!(
         "  barrier                   {} reached in {:.2} s (lag at the fence {} bytes)",
         r["barrier_lsn"].as_str().unwrap_or("?"),
         r["barrier_seconds"].as_f64().unwrap_or(f64::NAN),
         r["lag_at_fence_bytes"]
     );
-    println!(
+    outln!(
         "  rows verified (checksum)  {}",
         r["rows_verified"].as_i64().unwrap_or(0)
     );
-    println!("  sequences set             {}", r["sequences_set"]);
-    println!(
+    outln!("  sequences set             {}", r["sequences_set"]);
+    outln!(
         "  client transactions       {total} tpcb-like committed, {} after the switchover in 3 s (on the target)",
         after - before
     );
-    println!(
+    outln!(
         "  failed client transactions {}{}",
         log.errors.len(),
         log.slowest_tps
@@ -299,13 +299,13 @@ pub async fn run(engine: &str) -> Result<u8, Failure> {
             .unwrap_or_default()
     );
     for e in log.errors.iter().take(5) {
-        println!("    {e}");
+        outln!("    {e}");
     }
-    println!(
+    outln!(
         "  total demo time           {:.0} s",
         started.elapsed().as_secs_f64()
     );
-    println!("The demo clusters and pgbouncer are stopped and removed now.");
+    outln!("The demo clusters and pgbouncer are stopped and removed now.");
     drop(bouncer);
     Ok(0)
 }

@@ -203,7 +203,7 @@ pub async fn create(a: CreateArgs) -> Result<u8, Failure> {
             .filter(|(_, on)| *on)
             .map(|(s, _)| *s)
             .collect();
-        println!(
+        outln!(
             "created task {} ({} engine): {} -> {}; steps: {}",
             rec.name,
             rec.engine,
@@ -215,7 +215,7 @@ pub async fn create(a: CreateArgs) -> Result<u8, Failure> {
     drop(store);
     if a.no_start {
         if !a.json {
-            println!("next: pgtransit start {}", a.name);
+            outln!("next: pgtransit start {}", a.name);
         }
         return Ok(0);
     }
@@ -241,7 +241,7 @@ pub async fn start_worker(
             &serde_json::json!({"task": name, "worker_pid": w.pid, "log": w.log, "metrics_addr": w.metrics_addr}),
         )?;
     } else {
-        println!(
+        outln!(
             "started worker {} for task {name}{}; follow it with `pgtransit logs {name} --follow`, see it with `pgtransit describe {name}`",
             w.pid,
             w.metrics_addr.map(|a| format!(" (metrics on http://{a}/metrics)")).unwrap_or_default()

@@ -227,7 +227,7 @@ fn effective_status(t: &pgtransit::state::TaskRecord) -> String {
 }
 
 fn json_out(v: &impl serde::Serialize) -> Result<(), Failure> {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(v).map_err(|e| Failure::other(e.to_string()))?
     );

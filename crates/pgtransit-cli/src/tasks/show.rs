@@ -97,7 +97,7 @@ pub fn list(a: ListArgs) -> Result<u8, Failure> {
         return Ok(0);
     }
     if tasks.is_empty() {
-        println!(
+        outln!(
             "no tasks in {} (create one with `pgtransit create NAME --source URL --target URL`)",
             store.home().display()
         );
@@ -125,7 +125,7 @@ pub fn list(a: ListArgs) -> Result<u8, Failure> {
             age(t.created_at),
         ]);
     }
-    println!("{table}");
+    outln!("{table}");
     Ok(0)
 }
 
@@ -305,9 +305,9 @@ pub async fn describe(a: NameArgs) -> Result<u8, Failure> {
         }))?;
         return Ok(0);
     }
-    println!("Name:     {}", t.name);
-    println!("Engine:   {}", t.engine);
-    println!(
+    outln!("Name:     {}", t.name);
+    outln!("Engine:   {}", t.engine);
+    outln!(
         "Status:   {}{}",
         effective_status(&t),
         t.reason
@@ -315,9 +315,9 @@ pub async fn describe(a: NameArgs) -> Result<u8, Failure> {
             .map(|r| format!(" ({r})"))
             .unwrap_or_default()
     );
-    println!("Source:   {}", t.source);
-    println!("Target:   {}", t.target);
-    println!(
+    outln!("Source:   {}", t.source);
+    outln!("Target:   {}", t.target);
+    outln!(
         "Created:  {} ago{}",
         age(t.created_at),
         t.pid
@@ -326,11 +326,11 @@ pub async fn describe(a: NameArgs) -> Result<u8, Failure> {
             .unwrap_or_default()
     );
     if let Some(addr) = &t.metrics_addr {
-        println!("Metrics:  http://{addr}/metrics");
+        outln!("Metrics:  http://{addr}/metrics");
     }
     if let Some(v) = &sw {
         let r = &v["progress"]["report"];
-        println!(
+        outln!(
             "Switchover: {} (fence {}, write downtime {:.2} s, barrier {}, {} sequence(s), {} rows verified)",
             v["progress"]["phase"].as_str().unwrap_or("?"),
             r["fence"].as_str().unwrap_or("?"),
@@ -356,9 +356,9 @@ pub async fn describe(a: NameArgs) -> Result<u8, Failure> {
             s.reason.clone().unwrap_or_default(),
         ]);
     }
-    println!("\nSteps:\n{table}");
+    outln!("\nSteps:\n{table}");
     if let Some((at, m)) = &metrics {
-        println!("\nMetrics ({:.0} s old):", (state::now() - at).max(0.0));
+        outln!("\nMetrics ({:.0} s old):", (state::now() - at).max(0.0));
         let get = |k: &str| {
             m.get(k)
                 .filter(|v| !v.is_null())
@@ -384,7 +384,7 @@ pub async fn describe(a: NameArgs) -> Result<u8, Failure> {
             ("copy percent", "percent"),
         ] {
             if let Some(v) = get(key) {
-                println!("  {label:<20} {v}");
+                outln!("  {label:<20} {v}");
             }
         }
     }
@@ -399,21 +399,21 @@ pub async fn describe(a: NameArgs) -> Result<u8, Failure> {
                 r["rows"].to_string(),
             ]);
         }
-        println!("\nCopy progress:\n{table}");
+        outln!("\nCopy progress:\n{table}");
     }
     if !left.is_empty() {
-        println!("\nLeft behind by terminate:");
+        outln!("\nLeft behind by terminate:");
         for l in &left {
-            println!("  [{}] {}\n    {}", l.side, l.what, l.sql);
+            outln!("  [{}] {}\n    {}", l.side, l.what, l.sql);
         }
     }
     if !warnings.is_empty() {
-        println!("\nWarnings:");
+        outln!("\nWarnings:");
         for w in &warnings {
-            println!("  ! {w}");
+            outln!("  ! {w}");
         }
     }
-    println!("\nNext: {next}");
+    outln!("\nNext: {next}");
     Ok(0)
 }
 
@@ -429,9 +429,9 @@ pub async fn logs(a: LogsArgs) -> Result<u8, Failure> {
         {
             after = l.id;
             if a.json {
-                println!("{}", serde_json::to_string(&l).unwrap_or_default());
+                outln!("{}", serde_json::to_string(&l).unwrap_or_default());
             } else {
-                println!("[{}] {}", l.step, l.line);
+                outln!("[{}] {}", l.step, l.line);
             }
         }
         if !a.follow {
@@ -448,7 +448,7 @@ pub async fn logs(a: LogsArgs) -> Result<u8, Failure> {
                 .logs(&a.name, step, after)
                 .map_err(|e| Failure::other(e.0))?
             {
-                println!("[{}] {}", l.step, l.line);
+                outln!("[{}] {}", l.step, l.line);
             }
             return Ok(0);
         }
@@ -476,10 +476,8 @@ pub fn templates(a: ListArgs) -> Result<u8, Failure> {
     for (e, s, t, n) in rows {
         table.add_row([e, s, t, n]);
     }
-    println!("{table}");
-    println!(
-        "Any source version to the same or a newer target. Tested in CI: PostgreSQL 15 -> 15."
-    );
+    outln!("{table}");
+    outln!("Any source version to the same or a newer target. Tested in CI: PostgreSQL 15 -> 15.");
     Ok(0)
 }
 

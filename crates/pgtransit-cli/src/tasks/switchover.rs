@@ -247,7 +247,7 @@ async fn move_writes(a: SwitchoverArgs, unfence: Option<i32>) -> Result<u8, Fail
     let flags = match (&saved, in_flight) {
         (Some(s), true) => {
             if !a.json {
-                println!(
+                outln!(
                     "a switchover of {} stopped after {:?}: {} it with the options it started with",
                     a.name,
                     s.progress.phase,
@@ -279,7 +279,7 @@ async fn move_writes(a: SwitchoverArgs, unfence: Option<i32>) -> Result<u8, Fail
     let quiet = a.json;
     let say = move |l: &str| {
         if !quiet {
-            println!("{l}")
+            outln!("{l}")
         }
     };
 
@@ -298,7 +298,7 @@ async fn move_writes(a: SwitchoverArgs, unfence: Option<i32>) -> Result<u8, Fail
         }
         save(&a.name, &flags, &progress);
         let _ = st.log(&a.name, "switchover", &format!("switchover undone: {said}"));
-        println!("switchover undone: {said}; the task keeps streaming");
+        outln!("switchover undone: {said}; the task keeps streaming");
         return Ok(0);
     }
 
@@ -314,7 +314,7 @@ async fn move_writes(a: SwitchoverArgs, unfence: Option<i32>) -> Result<u8, Fail
     let o = options(&flags, &task, reverse, unfence)?;
     if a.dry_run {
         for line in switchover::plan(&task, &o) {
-            println!("{line}");
+            outln!("{line}");
         }
         return Ok(0);
     }
@@ -419,17 +419,17 @@ async fn move_writes(a: SwitchoverArgs, unfence: Option<i32>) -> Result<u8, Fail
         )?;
     } else {
         if let (Some(rev), Some(pid)) = (&report.reverse, reverse_worker) {
-            println!("started worker {pid} for the reverse task {rev}");
+            outln!("started worker {pid} for the reverse task {rev}");
         }
         for d in &cleanup.dropped {
-            println!("dropped {d}");
+            outln!("dropped {d}");
         }
         for l in &cleanup.left {
-            println!("left: [{}] {}\n  {}", l.side, l.what, l.sql);
+            outln!("left: [{}] {}\n  {}", l.side, l.what, l.sql);
         }
-        println!("{summary}");
+        outln!("{summary}");
         if o.fence.readonly() {
-            println!(
+            outln!(
                 "the source database stays fenced (superusers only){}; to reopen it by hand: \
                  ALTER DATABASE {} WITH CONNECTION LIMIT {};",
                 if report.reverse.is_some() {

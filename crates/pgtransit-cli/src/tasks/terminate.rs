@@ -36,7 +36,7 @@ pub async fn terminate(a: TerminateArgs) -> Result<u8, Failure> {
     };
     let stopped = stop_worker(rec.pid, Duration::from_secs(a.wait)).await;
     if stopped && !a.json {
-        println!("stopped worker {}", rec.pid.unwrap_or(0));
+        outln!("stopped worker {}", rec.pid.unwrap_or(0));
     }
     {
         let store = store()?;
@@ -47,7 +47,7 @@ pub async fn terminate(a: TerminateArgs) -> Result<u8, Failure> {
     let quiet = a.json;
     let mut s = Session::new(&task, move |l| {
         if !quiet {
-            println!("{l}")
+            outln!("{l}")
         }
     });
     let c = pgtransit::terminate::cleanup(&mut s).await?;
@@ -60,20 +60,20 @@ pub async fn terminate(a: TerminateArgs) -> Result<u8, Failure> {
         )?;
     } else {
         for d in &c.dropped {
-            println!("dropped {d}");
+            outln!("dropped {d}");
         }
         for d in &c.absent {
-            println!("already gone: {d}");
+            outln!("already gone: {d}");
         }
     }
     if c.left.is_empty() || a.force {
         if !c.left.is_empty() && !a.json {
-            println!(
+            outln!(
                 "forgetting task {} although these are left; run this SQL yourself:",
                 a.name
             );
             for l in &c.left {
-                println!("  -- [{}] {}\n  {}", l.side, l.what, l.sql);
+                outln!("  -- [{}] {}\n  {}", l.side, l.what, l.sql);
             }
         }
         store
@@ -81,12 +81,12 @@ pub async fn terminate(a: TerminateArgs) -> Result<u8, Failure> {
             .map_err(|e| Failure::other(e.0))?;
         if !a.json {
             if c.left.is_empty() {
-                println!(
+                outln!(
                     "task {} terminated: nothing of it is left on either server",
                     a.name
                 );
             } else {
-                println!(
+                outln!(
                     "task {} forgotten (--force); the objects above are left",
                     a.name
                 );
@@ -104,14 +104,14 @@ pub async fn terminate(a: TerminateArgs) -> Result<u8, Failure> {
         Some("some objects could not be dropped (a server unreachable, or an error): see describe"),
     );
     if !a.json {
-        println!(
+        outln!(
             "task {} is terminating; these are left (the task is kept):",
             a.name
         );
         for l in &c.left {
-            println!("  [{}] {}\n    {}", l.side, l.what, l.sql);
+            outln!("  [{}] {}\n    {}", l.side, l.what, l.sql);
         }
-        println!(
+        outln!(
             "run `pgtransit terminate {}` again once the server is back, or `--force` to forget the task",
             a.name
         );

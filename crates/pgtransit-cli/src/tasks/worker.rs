@@ -43,9 +43,9 @@ impl Worker {
         let step = self.step.lock().map(|s| s.clone()).unwrap_or_default();
         if self.json {
             let v = serde_json::json!({"at": pgtransit::state::now(), "task": self.name, "step": step, "line": line});
-            println!("{v}");
+            outln!("{v}");
         } else {
-            println!("{} [{step}] {line}", timestamp());
+            outln!("{} [{step}] {line}", timestamp());
         }
         let _ = self.with_store(|s| s.log(&self.name, &step, line));
     }

@@ -40,6 +40,65 @@ pub const SCRIPTS: &[(&str, &str)] = &[
     ("re-routing", include_str!("templates/re-routing.j2")),
 ];
 
+/// The script names of Pigsty's v1 tutorial (the seeds' `pgsql-migration.yml` manual),
+/// each a thin wrapper around today's script: (v1 name, script, what it does). Their
+/// users type them as written.
+pub const V1_NAMES: &[(&str, &str, &str)] = &[
+    (
+        "check-replica-identity",
+        "check-repl",
+        "make sure every table has a replica identity",
+    ),
+    (
+        "check-replica-identity-solution",
+        "check-repl",
+        "the fix for tables without one (check-repl prints it)",
+    ),
+    (
+        "check-special-object",
+        "check-misc",
+        "special objects: materialized views and the like",
+    ),
+    (
+        "check-special-objec",
+        "check-misc",
+        "the same, as the v1 manual spells it",
+    ),
+    (
+        "compare",
+        "copy-diff",
+        "fast check on data consistency (row counts, sequences)",
+    ),
+    ("progress", "copy-progress", "logical replication progress"),
+    (
+        "next-seq",
+        "copy-seq",
+        "sequences set and moved 10000 further (or N: next-seq N)",
+    ),
+    (
+        "remove-sub",
+        "drop-sub",
+        "remove the subscription from the target",
+    ),
+];
+
+/// A v1 name's wrapper: it runs today's script with the same arguments (`next-seq` adds
+/// the v1 default shift, 10000, when no number is given).
+fn v1_wrapper(v1: &str, script: &str, what: &str) -> String {
+    let run = if v1 == "next-seq" {
+        format!(
+            "for a in \"$@\"; do [[ \"$a\" =~ ^[0-9]+$ ]] && exec \"$here/{script}\" \"$@\"; done\n\
+             exec \"$here/{script}\" 10000 \"$@\""
+        )
+    } else {
+        format!("exec \"$here/{script}\" \"$@\"")
+    };
+    format!(
+        "#!/usr/bin/env bash\n# {v1} (Pigsty v1's name): {what}; runs ./{script}.\n\
+         here=$(dirname \"${{BASH_SOURCE[0]}}\")\n{run}\n"
+    )
+}
+
 /// What was written.
 #[derive(Debug)]
 pub struct Generated {
@@ -181,6 +240,9 @@ pub fn generate(task: &Task, task_file: &Path, dir: &Path) -> Result<Generated, 
     write("README.md", &render("README.md", MANUAL)?, 0o600)?;
     for (name, text) in SCRIPTS {
         write(name, &render(name, text)?, 0o700)?;
+    }
+    for (v1, script, what) in V1_NAMES {
+        write(v1, &v1_wrapper(v1, script, what), 0o700)?;
     }
     for (name, text) in sql::ALL {
         write(&format!("sql/{name}"), &sql::for_script(text, task), 0o600)?;
