@@ -116,11 +116,34 @@ fn build_task(a: &CreateArgs) -> Result<Task, Failure> {
     if task.target.is_none() {
         return Err(Failure::usage("the task has no target: give --target URL"));
     }
+    if let Some(name) = &a.template {
+        let (_, engine, _) = super::show::TEMPLATES
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = super::show::TEMPLATES.iter().map(|t| t.0).collect();
+                Failure::usage(format!(
+                    "--template: no template {name:?}; `pgtransit templates` lists them: {}",
+                    names.join(", ")
+                ))
+            })?;
+        task.engine = if *engine == "native" {
+            Engine::Native
+        } else {
+            Engine::Stream
+        };
+    }
     if let Some(e) = a.engine {
-        task.engine = match e {
+        let engine = match e {
             EngineArg::Stream => Engine::Stream,
             EngineArg::Native => Engine::Native,
         };
+        if a.template.is_some() && engine != task.engine {
+            return Err(Failure::usage(
+                "--engine contradicts --template: give one of them",
+            ));
+        }
+        task.engine = engine;
     }
     if let Some(s) = &a.steps {
         task.steps = parse_steps(s)?;

@@ -48,6 +48,9 @@ pub struct CreateArgs {
     pub steps: Option<String>,
     #[arg(long, value_enum)]
     pub engine: Option<EngineArg>,
+    /// A template from `pgtransit templates` (kbcli's apecloud-pg2pg is the stream engine)
+    #[arg(long, value_name = "NAME")]
+    pub template: Option<String>,
     /// Stream engine: an UPDATE or DELETE whose row is not on the target stops the apply
     /// (`stop`, the default) or is counted and logged (`log`)
     #[arg(long, value_name = "stop|log")]

@@ -14,7 +14,7 @@ use crate::Failure;
 const RETAINED_WAL_WARN: i64 = 1024 * 1024 * 1024;
 
 /// `2026-11-22 04:12:39 UTC`, from Unix seconds.
-fn utc(t: f64) -> String {
+pub fn utc(t: f64) -> String {
     let secs = t as i64;
     let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
@@ -358,7 +358,8 @@ pub async fn describe(a: NameArgs) -> Result<u8, Failure> {
     }
     outln!("\nSteps:\n{table}");
     if let Some((at, m)) = &metrics {
-        outln!("\nMetrics ({:.0} s old):", (state::now() - at).max(0.0));
+        // kbcli's heading: the source position applied and its commit time.
+        outln!("\nCDC Metrics ({:.0} s old):", (state::now() - at).max(0.0));
         let get = |k: &str| {
             m.get(k)
                 .filter(|v| !v.is_null())
@@ -456,25 +457,33 @@ pub async fn logs(a: LogsArgs) -> Result<u8, Failure> {
     }
 }
 
+/// The task templates `create --template NAME` takes: (name, engine, what it does).
+/// kbcli's `apecloud-pg2pg` is the stream engine (ape-dts also reads the slot itself).
+pub const TEMPLATES: &[(&str, &str, &str)] = &[
+    ("apecloud-pg2pg", "stream", "kbcli's name for PostgreSQL to PostgreSQL: the stream engine"),
+    ("pg2pg-stream", "stream", "pgtransit holds the slot: parallel snapshot copy, own apply; the target need not reach the source"),
+    ("pg2pg-native", "native", "PUBLICATION/SUBSCRIPTION; binary and streaming from 14; the target must reach the source"),
+];
+
 pub fn templates(a: ListArgs) -> Result<u8, Failure> {
     // What each engine needs of the servers (see DESIGN.md and the README).
-    let rows = [
-        ("stream", "10 - 18", "10 - 18", "pgtransit holds the slot: parallel snapshot copy, own apply; the target need not reach the source"),
-        ("native", "10 - 18", "10 - 18", "PUBLICATION/SUBSCRIPTION; binary and streaming from 14, disable_on_error from 15; the target must reach the source"),
-    ];
+    let rows: Vec<(&str, &str, &str, &str, &str)> = TEMPLATES
+        .iter()
+        .map(|(name, engine, notes)| (*name, *engine, "10 - 18", "10 - 18", *notes))
+        .collect();
     if a.json {
         let v: Vec<_> = rows
             .iter()
-            .map(|(e, s, t, n)| serde_json::json!({"engine": e, "source_versions": s, "target_versions": t, "notes": n, "tested": "15 -> 15"}))
+            .map(|(name, e, s, t, n)| serde_json::json!({"template": name, "engine": e, "source_versions": s, "target_versions": t, "notes": n, "tested": "15 -> 15"}))
             .collect();
         json_out(&v)?;
         return Ok(0);
     }
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);
-    table.set_header(["ENGINE", "SOURCE", "TARGET", "NOTES"]);
-    for (e, s, t, n) in rows {
-        table.add_row([e, s, t, n]);
+    table.set_header(["TEMPLATE", "ENGINE", "SOURCE", "TARGET", "NOTES"]);
+    for (name, e, s, t, n) in rows {
+        table.add_row([name, e, s, t, n]);
     }
     outln!("{table}");
     outln!("Any source version to the same or a newer target. Tested in CI: PostgreSQL 15 -> 15.");

@@ -80,6 +80,7 @@ impl Worker {
                         return;
                     }
                     *last = Some(std::time::Instant::now());
+                    w.log(&current_position(&m.applied_lsn, m.last_commit_time));
                 }
                 CopyEvent::Progress { .. } => {
                     let json = serde_json::to_value(&e).unwrap_or_default();
@@ -102,6 +103,17 @@ impl Worker {
             st.steps.insert(step.to_string(), state.to_string());
         }
     }
+}
+
+/// kbcli's CDC position line (`logs NAME --step cdc | grep current_position`): the source
+/// LSN applied on the target and the source commit time of the last applied transaction.
+fn current_position(lsn: &str, commit_time: Option<f64>) -> String {
+    format!(
+        "current_position: lsn={lsn} timestamp={}",
+        commit_time
+            .map(super::show::utc)
+            .unwrap_or_else(|| "-".into())
+    )
 }
 
 fn timestamp() -> String {
@@ -376,6 +388,7 @@ async fn run_step(w: &Worker, task: &Task, step: &str) -> Result<bool, StepError
             // The subscription applies on the target: watch it and publish its lag; an apply
             // that keeps failing, or a disabled subscription, fails the task.
             let mut last = std::time::Instant::now() - Duration::from_secs(60);
+            let mut last_position = last;
             let mut watch = native::ErrorWatch::default();
             while !w.stop.load(Ordering::SeqCst) {
                 if last.elapsed() >= Duration::from_secs(2) {
@@ -383,6 +396,13 @@ async fn run_step(w: &Worker, task: &Task, step: &str) -> Result<bool, StepError
                     match native::progress(&mut s).await {
                         Ok(p) => {
                             publish_native(w, &p);
+                            if last_position.elapsed() >= Duration::from_secs(30) {
+                                last_position = std::time::Instant::now();
+                                w.log(&current_position(
+                                    p.confirmed_lsn.as_deref().unwrap_or("-"),
+                                    None,
+                                ));
+                            }
                             native_health(&mut s, &p, &mut watch).await?;
                         }
                         Err(e) => {

@@ -98,7 +98,17 @@ impl ConnSpec {
             parse_keyword_value(input)
         } else if input.is_empty() {
             Ok(ConnSpec::default())
+        } else if input.contains('@') {
+            // kbcli's form: user[:password]@host[:port][/database], a URL without its
+            // scheme (kbcli migration create --source/--sink).
+            parse_url(input)
+        } else if input.contains(':') || input.contains('/') {
+            Err(format!(
+                "\"{input}\" is neither a URL (postgresql://user@host:port/db), a key=value string \
+                 (host=... dbname=...), kbcli's user:password@host:port/db, nor a database name"
+            ))
         } else {
+            // A bare word is a database name, as for psql.
             Ok(ConnSpec {
                 dbname: Some(input.to_string()),
                 ..Default::default()
