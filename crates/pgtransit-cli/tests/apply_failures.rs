@@ -468,3 +468,40 @@ fn terminate_goes_on_past_an_error_and_says_what_is_left() {
     assert!(out.contains("terminated"), "{out}");
     nothing_left(&p);
 }
+
+#[test]
+fn a_table_without_replica_identity_is_never_published_even_without_precheck() {
+    let p = empty_pair(
+        "CREATE TABLE nokey (a int, b text); INSERT INTO nokey VALUES (1, 'x');
+         CREATE TABLE keyed (id int PRIMARY KEY);",
+    );
+    let home = tempfile::tempdir().unwrap();
+    let (src, dst) = (p.source.url(DB), p.target.url(DB));
+    pt_ok(
+        home.path(),
+        &[
+            "create",
+            "noid",
+            "--source",
+            &src,
+            "--target",
+            &dst,
+            "--steps",
+            "precheck=false,init-struct=true,init-data=true,cdc=true",
+        ],
+    );
+    let d = wait_failed(home.path(), "noid", Duration::from_secs(30));
+    let why = reason(&d);
+    assert!(
+        why.contains("not publishing")
+            && why.contains("\"public\".\"nokey\"")
+            && why.contains("REPLICA IDENTITY FULL"),
+        "{why}"
+    );
+    // The application's writes on the source still work: nothing was published.
+    p.source
+        .psql(DB, "UPDATE nokey SET b = 'y'; DELETE FROM nokey")
+        .unwrap();
+    assert_eq!(leftovers(&p.source), "0 0 0");
+    pt_ok(home.path(), &["terminate", "noid", "--force"]);
+}

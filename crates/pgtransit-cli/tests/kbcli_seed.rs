@@ -224,3 +224,51 @@ fn kbcli_connections_parse_and_nothing_else_becomes_a_database_name() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("apecloud-pg2pg"), "{}", text(&o));
 }
+
+#[test]
+fn tasks_that_could_never_work_or_would_share_objects_are_refused() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let create = |name: &str, extra: &[&str]| {
+        let mut args = vec!["create", name, "--no-start"];
+        args.extend_from_slice(extra);
+        pgtransit_in(h, &args)
+    };
+    let (a, b) = (
+        "postgresql://u@127.0.0.1:5601/a",
+        "postgresql://u@127.0.0.1:5602/b",
+    );
+    assert!(create("dup1", &["--source", a, "--sink", b])
+        .status
+        .success());
+    // `Dup1` and `dup-1`... would share dup1's slot, publication and origin names.
+    for name in ["Dup1", "DUP1"] {
+        let o = create(name, &["--source", a, "--sink", b]);
+        assert_eq!(o.status.code(), Some(4), "{name}: {}", text(&o));
+        assert!(text(&o).contains("task dup1 already uses"), "{}", text(&o));
+    }
+    let refused: &[(&[&str], &str)] = &[
+        (&["--source", "", "--sink", b], "--source is empty"),
+        (
+            &["--source", "postgresql://u@127.0.0.1:0/a", "--sink", b],
+            "port 0",
+        ),
+        (&["--source", a, "--sink", a], "the same database"),
+        (
+            &[
+                "--source",
+                a,
+                "--sink",
+                b,
+                "--steps",
+                "precheck=false,init-struct=false,init-data=false,cdc=false",
+            ],
+            "every step off",
+        ),
+    ];
+    for (i, (args, why)) in refused.iter().enumerate() {
+        let o = create(&format!("bad{i}"), args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains(why), "{args:?}: {}", text(&o));
+    }
+}

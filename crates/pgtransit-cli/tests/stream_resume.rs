@@ -19,6 +19,7 @@ CREATE INDEX big_pad ON big (pad);
 CREATE UNIQUE INDEX big_k_id ON big (k, id);
 CREATE INDEX big_expr ON big (lower(pad)) WHERE k < 500;
 CREATE TABLE keyless (a int, b text);
+ALTER TABLE keyless REPLICA IDENTITY FULL;
 INSERT INTO keyless SELECT g, repeat('x', 100) FROM generate_series(1, 150000) g;
 CREATE TABLE child (id int PRIMARY KEY, big_id bigint REFERENCES big, note text);
 INSERT INTO child SELECT g, g, 'c' FROM generate_series(1, 1000) g;

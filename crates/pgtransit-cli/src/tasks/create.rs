@@ -86,6 +86,13 @@ fn parse_objects(list: &str) -> Result<Vec<ObjectPattern>, Failure> {
 }
 
 fn build_task(a: &CreateArgs) -> Result<Task, Failure> {
+    for (flag, v) in [("--source", &a.source), ("--target", &a.target)] {
+        if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            return Err(Failure::usage(format!(
+                "{flag} is empty: give a URL, a key=value string or user:password@host:port/db"
+            )));
+        }
+    }
     let mut task = match (&a.task_file, &a.source) {
         (Some(f), None) => {
             let mut t = Task::load(f)?;
@@ -158,13 +165,80 @@ fn build_task(a: &CreateArgs) -> Result<Task, Failure> {
             exclude: task.objects.exclude.clone(),
         };
     }
+    sane(&task)?;
     Ok(task)
+}
+
+/// What would make a task that can never do anything useful, refused before it is
+/// recorded: no step, an empty or port-0 connection, the target being the source.
+fn sane(task: &Task) -> Result<(), Failure> {
+    let st = task.steps;
+    if !(st.precheck || st.init_struct || st.init_data || st.cdc) {
+        return Err(Failure::usage(
+            "--steps turns every step off: the task would do nothing",
+        ));
+    }
+    let target = task.target.as_ref().expect("checked by build_task");
+    for (flag, c) in [("--source", &task.source), ("--target", target)] {
+        if c.port == Some(0) {
+            return Err(Failure::usage(format!("{flag}: port 0 is not a port")));
+        }
+    }
+    if task.source.host() == target.host()
+        && task.source.port() == target.port()
+        && task.source.dbname() == target.dbname()
+    {
+        return Err(Failure::usage(format!(
+            "the source and the target are the same database ({}): give the target's host, port or database",
+            target.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Another task whose slot, publication, subscription or replication origin has the same
+/// name (`dup1` and `Dup1`, `a-b` and `a_b`, or names set in a task file): terminating
+/// one would drop the other's.
+fn clash(new: &Task, others: &[Task]) -> Option<String> {
+    let names = |t: &Task| {
+        [
+            ("replication slot", t.slot.clone()),
+            ("publication", t.publication.clone()),
+            ("subscription", t.subscription.clone()),
+            ("replication origin", pgtransit::stream::origin_name(t)),
+        ]
+    };
+    for other in others {
+        for ((what, a), (_, b)) in names(new).into_iter().zip(names(other)) {
+            if a == b {
+                return Some(format!(
+                    "task {} already uses the {what} name {a}: two tasks must not share one \
+                     (terminating either would drop the other's); pick another task name",
+                    other.name
+                ));
+            }
+        }
+    }
+    None
 }
 
 pub async fn create(a: CreateArgs) -> Result<u8, Failure> {
     valid_name(&a.name)?;
     let mut task = build_task(&a)?;
     let store = store()?;
+    let others: Vec<Task> = store
+        .tasks()
+        .map_err(|e| Failure::other(e.0))?
+        .iter()
+        .filter(|r| r.name != a.name)
+        .filter_map(|r| Task::parse(&r.spec, &r.name).ok())
+        .collect();
+    if let Some(why) = clash(&task, &others) {
+        return Err(Failure {
+            code: 4,
+            message: why,
+        });
+    }
     if store
         .task(&a.name)
         .map_err(|e| Failure::other(e.0))?

@@ -106,6 +106,7 @@ pub async fn create_pub(s: &mut Session<'_>) -> Result<(), StepError> {
             quote::ident(&name)
         )));
     }
+    refuse_without_identity(s).await?;
     let partitions = target_partitions(s).await?;
     let stmts = s
         .generate(
@@ -119,6 +120,44 @@ pub async fn create_pub(s: &mut Session<'_>) -> Result<(), StepError> {
         )
         .await?;
     s.run_statements(Side::Source, &stmts, str::to_string).await
+}
+
+/// Whatever the task's steps (a precheck turned off included): a table without a usable
+/// replica identity is never published, because from then on every UPDATE and DELETE of
+/// the application on it fails on the source. Nor, for the native engine, a FULL-identity
+/// table its subscriber cannot match. The check's error findings say which and the fix.
+async fn refuse_without_identity(s: &mut Session<'_>) -> Result<(), StepError> {
+    let task = s.task;
+    let source = s.client(Side::Source).await?;
+    let report = crate::check::run(task, source, None, &[crate::check::Scope::ReplicaIdentity])
+        .await
+        .map_err(|e| super::exec::sql_error("checking replica identities (on the source)", e))?;
+    let errors: Vec<String> = report
+        .findings
+        .iter()
+        .filter(|f| f.severity == crate::check::Severity::Error)
+        .map(|f| {
+            format!(
+                "  {}: {}{}",
+                f.object.as_deref().unwrap_or("?"),
+                f.message,
+                f.fix
+                    .as_ref()
+                    .map(|x| format!("\n    fix: {x}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(StepError::refused(format!(
+        "not publishing: {} table(s) cannot be replicated as they are (their UPDATEs and DELETEs \
+         would fail on the source once published, or could not be applied):\n{}\n\
+         `pgtransit check replica-identity --fix --apply` applies the fixes",
+        errors.len(),
+        errors.join("\n")
+    )))
 }
 
 /// The target's partitions as `parent>child` lines (none when the task has no target).
