@@ -23,34 +23,12 @@ INSERT INTO ri VALUES (1, 1), (2, 2);
 ";
 
 fn describe(home: &Path, name: &str) -> serde_json::Value {
-    serde_json::from_str(&pt_ok(home, &["describe", name, "--json"])).unwrap()
+    describe_json(home, name)
 }
 
 /// Create a task with extra `create` options and wait until its cdc step runs.
 fn start(home: &Path, p: &Pair, name: &str, engine: &str, extra: &[&str]) {
-    let (src, dst) = (p.source.url(DB), p.target.url(DB));
-    let mut args = vec![
-        "create", name, "--engine", engine, "--source", &src, "--target", &dst,
-    ];
-    args.extend_from_slice(extra);
-    pt_ok(home, &args);
-    let t = Instant::now();
-    loop {
-        let d = describe(home, name);
-        let cdc = d["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|s| s["step"] == "cdc" && s["status"] == "running");
-        if cdc {
-            return;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(120) && d["status"] != "failed",
-            "{d:#}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    start_task_with(home, p, name, engine, extra);
 }
 
 /// Wait until the task is failed; its describe.
@@ -206,15 +184,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn scrape(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body
-}
-
 #[test]
 fn a_change_the_target_refuses_fails_the_task_at_once_whatever_the_table_is_called() {
     // The table's name holds words ("connection", "closed") that the old retry rule took
@@ -359,21 +328,7 @@ fn a_server_error_at_start_replication_fails_the_task_instead_of_retrying() {
         .unwrap();
     wait_target(&p, "SELECT count(*) FROM items WHERE id = 4000", "1");
     // Stop the worker gracefully, lose the slot behind its back, start it again.
-    let pid = describe(home.path(), "noslot")["worker_pid"]
-        .as_i64()
-        .unwrap();
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    let t = Instant::now();
-    while describe(home.path(), "noslot")["worker_pid"]
-        .as_i64()
-        .is_some()
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "the worker did not stop"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    stop_worker(home.path(), "noslot");
     p.source
         .psql(DB, "SELECT pg_drop_replication_slot('pgtransit_noslot')")
         .unwrap();
@@ -402,21 +357,7 @@ fn terminate_goes_on_past_an_error_and_says_what_is_left() {
     start(home.path(), &p, "term", "stream", &[]);
     // Stop the worker, then hold the task's replication origin in another session on
     // the target: dropping it fails ("is already active").
-    let pid = describe(home.path(), "term")["worker_pid"]
-        .as_i64()
-        .unwrap();
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    let t = Instant::now();
-    while describe(home.path(), "term")["worker_pid"]
-        .as_i64()
-        .is_some()
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "the worker did not stop"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    stop_worker(home.path(), "term");
     let mut holder = Command::new(p.target.client_program("psql"))
         .args(["-X", "-q", "-h"])
         .arg(p.target.socket_dir())

@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -34,21 +33,6 @@ fn prepare(c: &Cluster, with_rows: bool) {
         )
         .unwrap();
     }
-}
-
-fn pgtransit_in(home: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_pgtransit"))
-        .args(args)
-        .env("PGTRANSIT_HOME", home)
-        .env_remove("PGPASSWORD")
-        .output()
-        .unwrap()
-}
-
-fn ok_in(home: &Path, args: &[&str]) -> String {
-    let o = pgtransit_in(home, args);
-    assert!(o.status.success(), "{args:?}: {}", text(&o));
-    text(&o)
 }
 
 /// Every file under `dir`, but the task's password file.
@@ -79,7 +63,7 @@ fn the_kbcli_documents_commands_work_as_written() {
     // As in the document: kbcli migration create mytask --template apecloud-pg2pg
     //   --source user:123456@127.0.0.1:5432/db_test --sink user:123456@127.0.0.2:5432/db_test
     //   --migration-object '"public.table_test_1","public.table_test_2"'
-    let mut outputs = vec![ok_in(
+    let mut outputs = vec![pt_ok(
         h,
         &[
             "create",
@@ -94,25 +78,8 @@ fn the_kbcli_documents_commands_work_as_written() {
             "\"public.table_test_1\",\"public.table_test_2\"",
         ],
     )];
-    let t = Instant::now();
-    loop {
-        let d: serde_json::Value =
-            serde_json::from_str(&ok_in(h, &["describe", "mytask", "--json"])).unwrap();
-        assert_eq!(d["engine"], "stream", "{d:#}");
-        let cdc = d["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|s| s["step"] == "cdc" && s["status"] == "running");
-        if cdc {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(90) && d["status"] != "failed",
-            "{d:#}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    wait_cdc_running(h, "mytask");
+    assert_eq!(describe_json(h, "mytask")["engine"], "stream");
     source
         .psql(KB_DB, "INSERT INTO table_test_1 VALUES (1000, 'streamed'); INSERT INTO table_test_3 VALUES (1000, 'not moved')")
         .unwrap();
@@ -147,11 +114,11 @@ fn the_kbcli_documents_commands_work_as_written() {
             .trim(),
         "t"
     );
-    outputs.push(ok_in(h, &["list"]));
+    outputs.push(pt_ok(h, &["list"]));
     // The metrics are published every 2 s once cdc runs.
     let t = Instant::now();
     let describe = loop {
-        let d = ok_in(h, &["describe", "mytask"]);
+        let d = pt_ok(h, &["describe", "mytask"]);
         if d.contains("CDC Metrics") {
             break d;
         }
@@ -163,7 +130,7 @@ fn the_kbcli_documents_commands_work_as_written() {
     // kbcli migration logs mytask --step cdc | grep current_position
     let t = Instant::now();
     loop {
-        let logs = ok_in(h, &["logs", "mytask", "--step", "cdc"]);
+        let logs = pt_ok(h, &["logs", "mytask", "--step", "cdc"]);
         let line = logs.lines().find(|l| l.contains("current_position"));
         if let Some(l) = line {
             assert!(l.contains("lsn=") && l.contains("timestamp="), "{l}");
@@ -176,7 +143,7 @@ fn the_kbcli_documents_commands_work_as_written() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    outputs.push(ok_in(h, &["terminate", "mytask"]));
+    outputs.push(pt_ok(h, &["terminate", "mytask"]));
     for o in &outputs {
         assert!(!o.contains("123456"), "the password was printed: {o}");
     }
@@ -193,7 +160,7 @@ fn the_kbcli_documents_commands_work_as_written() {
 #[test]
 fn kbcli_connections_parse_and_nothing_else_becomes_a_database_name() {
     let home = tempfile::tempdir().unwrap();
-    let o = pgtransit_in(
+    let o = pt(
         home.path(),
         &[
             "create",
@@ -207,7 +174,7 @@ fn kbcli_connections_parse_and_nothing_else_becomes_a_database_name() {
     );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("neither a URL"), "{}", text(&o));
-    let o = pgtransit_in(
+    let o = pt(
         home.path(),
         &[
             "create",
@@ -232,7 +199,7 @@ fn tasks_that_could_never_work_or_would_share_objects_are_refused() {
     let create = |name: &str, extra: &[&str]| {
         let mut args = vec!["create", name, "--no-start"];
         args.extend_from_slice(extra);
-        pgtransit_in(h, &args)
+        pt(h, &args)
     };
     let (a, b) = (
         "postgresql://u@127.0.0.1:5601/a",

@@ -480,7 +480,7 @@ fn differences(p: &Pair) -> Vec<String> {
 }
 
 fn describe(home: &Path, name: &str) -> serde_json::Value {
-    serde_json::from_str(&pt_ok(home, &["describe", name, "--json"])).unwrap()
+    describe_json(home, name)
 }
 
 /// Wait until every logical slot on the source has confirmed the source's current WAL
@@ -667,23 +667,7 @@ fn partitioned_differently(engine: &str) {
             "precheck=true,init-struct=false,init-data=true,cdc=true",
         ],
     );
-    let t = Instant::now();
-    loop {
-        let d = describe(home.path(), "parts");
-        let running = d["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|s| s["step"] == "cdc" && s["status"] == "running");
-        if running {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(60) && d["status"] != "failed",
-            "{d:#}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    wait_cdc_running(home.path(), "parts");
     script(
         &p.source,
         "UPDATE m SET b = 'y' WHERE a = 2;

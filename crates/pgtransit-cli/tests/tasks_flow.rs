@@ -37,10 +37,6 @@ const PGBENCH_TABLES: [&str; 4] = [
     "public.pgbench_history",
 ];
 
-fn describe_json(home: &Path, name: &str) -> serde_json::Value {
-    serde_json::from_str(&pt_ok(home, &["describe", name, "--json"])).expect("describe --json")
-}
-
 fn step_status(d: &serde_json::Value, step: &str) -> String {
     d["steps"]
         .as_array()
@@ -89,15 +85,6 @@ fn wait_equal(p: &Pair) {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-}
-
-fn scrape(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body
 }
 
 fn metric(body: &str, name: &str) -> Option<f64> {

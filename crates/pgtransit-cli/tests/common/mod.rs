@@ -341,23 +341,30 @@ pub fn pt_ok(home: &Path, args: &[&str]) -> String {
 
 /// `create` a task from `p`'s URLs and wait until its cdc step runs.
 pub fn start_task(home: &Path, p: &Pair, name: &str, engine: &str) {
-    pt_ok(
-        home,
-        &[
-            "create",
-            name,
-            "--engine",
-            engine,
-            "--source",
-            &p.source.url(DB),
-            "--target",
-            &p.target.url(DB),
-        ],
-    );
+    start_task_with(home, p, name, engine, &[]);
+}
+
+/// [`start_task`] with more `create` options.
+pub fn start_task_with(home: &Path, p: &Pair, name: &str, engine: &str, extra: &[&str]) {
+    let (src, dst) = (p.source.url(DB), p.target.url(DB));
+    let mut args = vec![
+        "create", name, "--engine", engine, "--source", &src, "--target", &dst,
+    ];
+    args.extend_from_slice(extra);
+    pt_ok(home, &args);
+    wait_cdc_running(home, name);
+}
+
+/// `describe NAME --json`.
+pub fn describe_json(home: &Path, name: &str) -> serde_json::Value {
+    serde_json::from_str(&pt_ok(home, &["describe", name, "--json"])).expect("describe --json")
+}
+
+/// Wait until the task's cdc step runs; a failed task fails the test with its state.
+pub fn wait_cdc_running(home: &Path, name: &str) {
     let t = Instant::now();
     loop {
-        let d: serde_json::Value =
-            serde_json::from_str(&pt_ok(home, &["describe", name, "--json"])).unwrap();
+        let d = describe_json(home, name);
         let cdc = d["steps"]
             .as_array()
             .unwrap()
@@ -372,4 +379,28 @@ pub fn start_task(home: &Path, p: &Pair, name: &str, engine: &str) {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+}
+
+/// SIGTERM the task's worker and wait until describe shows none.
+pub fn stop_worker(home: &Path, name: &str) {
+    let pid = describe_json(home, name)["worker_pid"].as_i64().unwrap();
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let t = Instant::now();
+    while describe_json(home, name)["worker_pid"].as_i64().is_some() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the worker did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// GET `path` from the metrics endpoint at `addr`: the whole response.
+pub fn scrape(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
 }
