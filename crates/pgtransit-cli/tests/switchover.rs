@@ -403,7 +403,7 @@ fn pgbouncer_switchover_and_rollback_under_pgbench_without_a_failed_transaction(
 /// fence, and after a second crash a plain rerun continues from the recorded phase.
 #[test]
 fn a_crashed_switchover_is_undone_or_continued() {
-    let p = pair_with_app();
+    let mut p = pair_with_app();
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
     start_task(h, &p, "s3", "stream");
@@ -431,6 +431,21 @@ fn a_crashed_switchover_is_undone_or_continued() {
         serde_json::from_str(&pt_ok(h, &["describe", "s3", "--json"])).unwrap();
     assert_eq!(d["switchover"]["phase"], "barrier", "{d:#}");
     assert!(d["next"].as_str().unwrap().contains("--undo"), "{d:#}");
+    // An --undo that cannot lift the fence (the source is down) says so, fails, and keeps
+    // the switchover in flight for the next --undo.
+    p.source.stop().unwrap();
+    let o = pt(h, &["switchover", "s3", "--undo"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("UNFENCING FAILED") && text(&o).contains("stays in flight"),
+        "{}",
+        text(&o)
+    );
+    p.source.restart().unwrap();
+    let d: serde_json::Value =
+        serde_json::from_str(&pt_ok(h, &["describe", "s3", "--json"])).unwrap();
+    assert_eq!(d["switchover"]["phase"], "barrier", "{d:#}");
+    assert!(app_write(&p).is_err(), "still fenced");
     let out = pt_ok(h, &["switchover", "s3", "--undo"]);
     assert!(out.contains("undone") && out.contains("unfenced"), "{out}");
     app_write(&p).expect("the source takes writes after --undo");

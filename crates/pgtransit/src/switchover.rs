@@ -220,34 +220,76 @@ fn bouncer(o: &SwitchoverOptions) -> Result<&Bouncer, StepError> {
     })
 }
 
-/// Lift the fence the switchover put up; says what happened.
-async fn unfence(s: &mut Session<'_>, o: &SwitchoverOptions, p: &Progress) -> String {
+/// What lifting the fence did: what to say, and whether the source is really unfenced.
+struct Unfenced {
+    said: String,
+    lifted: bool,
+}
+
+/// Lift the fence the switchover put up, and check it: says what happened, never that the
+/// source takes writes when it does not.
+async fn unfence(s: &mut Session<'_>, o: &SwitchoverOptions, p: &Progress) -> Unfenced {
     let mut said = Vec::new();
+    let mut lifted = true;
     if o.fence.readonly() {
         let limit = p.old_limit.unwrap_or(-1);
+        let db = quote::ident(&s.task.source.dbname());
         let r = match s.client(Side::Source).await {
-            Ok(c) => set_connection_limit(c, limit, "source").await.map(|_| ()),
+            Ok(c) => match set_connection_limit(c, limit, "source").await {
+                // Read back what the server now has.
+                Ok(_) => c
+                    .query_one(
+                        "SELECT datconnlimit FROM pg_database WHERE datname = current_database()",
+                        &[],
+                    )
+                    .await
+                    .map(|r| r.get::<_, i32>(0))
+                    .map_err(|e| sql_error("reading the connection limit back", e)),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         said.push(match r {
-            Ok(()) => "the source is unfenced and takes writes again".to_string(),
-            Err(e) => format!(
-                "UNFENCING FAILED ({}): run ALTER DATABASE {} WITH CONNECTION LIMIT {limit}",
-                e.message,
-                quote::ident(&s.task.source.dbname())
+            Ok(now) if now == limit && limit != 0 => {
+                "the source is unfenced and takes writes again".to_string()
+            }
+            Ok(0) if limit == 0 => format!(
+                "the source's connection limit is back to 0, as it was before the switchover: \
+                 only superusers can connect to it (ALTER DATABASE {db} WITH CONNECTION LIMIT -1 \
+                 opens it)"
             ),
+            Ok(now) => {
+                lifted = false;
+                format!(
+                    "UNFENCING FAILED: the source's connection limit is {now}, not {limit}: run \
+                     ALTER DATABASE {db} WITH CONNECTION LIMIT {limit}"
+                )
+            }
+            Err(e) => {
+                lifted = false;
+                format!(
+                    "UNFENCING FAILED ({}): run ALTER DATABASE {db} WITH CONNECTION LIMIT {limit}",
+                    e.message
+                )
+            }
         });
     }
     if o.fence.pauses_pgbouncer() {
         said.push(match bouncer(o) {
             Ok(b) => match b.resume().await {
                 Ok(()) => "pgbouncer resumed: the source is unfenced and takes writes again".into(),
-                Err(e) => format!(
-                    "RESUMING PGBOUNCER FAILED ({}): run RESUME {} on its admin console",
-                    e.message, b.database
-                ),
+                Err(e) => {
+                    lifted = false;
+                    format!(
+                        "RESUMING PGBOUNCER FAILED ({}): run RESUME {} on its admin console",
+                        e.message, b.database
+                    )
+                }
             },
-            Err(e) => e.message,
+            Err(e) => {
+                lifted = false;
+                e.message
+            }
         });
     }
     match &o.fence {
@@ -255,7 +297,10 @@ async fn unfence(s: &mut Session<'_>, o: &SwitchoverOptions, p: &Progress) -> St
         Fence::None => said.push("nothing was fenced".into()),
         _ => {}
     }
-    said.join("; ")
+    Unfenced {
+        said: said.join("; "),
+        lifted,
+    }
 }
 
 /// `switchover --undo`: lift the fence of a switchover that stopped before the reroute.
@@ -270,9 +315,17 @@ pub async fn undo(
              `pgtransit rollback` switches back when it ran with --reverse",
         ));
     }
-    let said = unfence(s, o, p).await;
+    let u = unfence(s, o, p).await;
+    if !u.lifted {
+        // The switchover stays in flight: a second --undo tries again.
+        return Err(StepError::failed(format!(
+            "the fence could not be lifted: {}; the switchover stays in flight, run \
+             `switchover {} --undo` again once that is done",
+            u.said, s.task.name
+        )));
+    }
     p.phase = Phase::Undone;
-    Ok(said)
+    Ok(u.said)
 }
 
 /// Start the replication back to the old source in the fenced window: both sides are equal
@@ -388,12 +441,15 @@ pub async fn switchover(
         p.report.barrier_seconds = waited.elapsed().as_secs_f64();
         if !reached {
             let undo = unfence(s, o, p).await;
-            p.phase = Phase::Undone;
-            record(p);
+            if undo.lifted {
+                p.phase = Phase::Undone;
+                record(p);
+            }
             return Err(StepError::failed(format!(
-                "the target did not reach the barrier {marker} within {:.0} s: switchover aborted; {undo}; \
+                "the target did not reach the barrier {marker} within {:.0} s: switchover aborted; {}; \
                  the task keeps streaming",
-                o.barrier_timeout.as_secs_f64()
+                o.barrier_timeout.as_secs_f64(),
+                undo.said
             )));
         }
         p.phase = Phase::Barrier;
@@ -412,14 +468,17 @@ pub async fn switchover(
             p.report.rows_verified = v.rows_verified;
             if v.failures() > 0 {
                 let undo = unfence(s, o, p).await;
-                p.phase = Phase::Undone;
-                record(p);
+                if undo.lifted {
+                    p.phase = Phase::Undone;
+                    record(p);
+                }
                 return Err(StepError {
                     kind: crate::native::StepErrorKind::Differences,
                     message: format!(
-                        "verify found {} differing table(s) after the barrier: switchover aborted; {undo}; \
+                        "verify found {} differing table(s) after the barrier: switchover aborted; {}; \
                          see `pgtransit verify {} --mode checksum`",
                         v.failures(),
+                        undo.said,
                         task.name
                     ),
                 });
