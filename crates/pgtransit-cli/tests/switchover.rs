@@ -468,3 +468,71 @@ fn a_crashed_switchover_is_undone_or_continued() {
     );
     nothing_left(&p);
 }
+
+/// A switchover that dies right after recording its fence, before it ended the other
+/// sessions, leaves an application session on the old primary; the rerun ends it before it
+/// goes on, so nothing writes to the old primary after "switched over".
+#[test]
+fn a_switchover_resumed_after_the_fence_ends_the_sessions_left_behind() {
+    use std::io::Write;
+    let p = pair_with_app();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    start_task(h, &p, "s4", "stream");
+    // An application session that stays connected.
+    let mut app = Command::new(p.source.client_program("psql"))
+        .args([
+            "-X",
+            "-q",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &p.source.port().to_string(),
+        ])
+        .args(["-U", "app", "-d", DB])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut app_in = app.stdin.take().unwrap();
+    writeln!(app_in, "SELECT 1;").unwrap();
+    let sessions = || {
+        p.source
+            .psql(
+                DB,
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'",
+            )
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let t = Instant::now();
+    while sessions() != "1" {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the app session never connected"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_pgtransit"))
+        .args(["switchover", "s4", "--fence", "readonly"])
+        .env("PGTRANSIT_HOME", h)
+        .env("PGTRANSIT_CRASH_AFTER", "fenced")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(9), "{}", text(&o));
+    assert_eq!(
+        sessions(),
+        "1",
+        "the crash came before the sessions were ended"
+    );
+    let out = pt_ok(h, &["switchover", "s4"]);
+    assert!(
+        out.contains("continuing") && out.contains("switched over"),
+        "{out}"
+    );
+    assert_eq!(sessions(), "0", "the session left behind was ended");
+    drop(app_in);
+    let _ = app.wait();
+}

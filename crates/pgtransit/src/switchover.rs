@@ -379,6 +379,12 @@ pub async fn switchover(
             p.phase,
             now() - p.fenced_at
         ));
+        // The fence is recorded as soon as the limit is set (so that --undo knows the old
+        // one); a switchover that died before it ended the other sessions left them on
+        // the old primary. Ending them again is harmless and closes that window.
+        if o.fence.readonly() && p.phase < Phase::Rerouted {
+            end_sessions(s.client(Side::Source).await?).await?;
+        }
     } else {
         *p = Progress::default();
         p.report.fence = fence_label(&o.fence);
