@@ -358,8 +358,14 @@ pub async fn describe(a: NameArgs) -> Result<u8, Failure> {
     }
     outln!("\nSteps:\n{table}");
     if let Some((at, m)) = &metrics {
-        // kbcli's heading: the source position applied and its commit time.
-        outln!("\nCDC Metrics ({:.0} s old):", (state::now() - at).max(0.0));
+        // kbcli's heading once the change stream runs (the source position applied and
+        // its commit time); the copy's metrics before that.
+        let heading = if m.get("applied_lsn").is_some() {
+            "CDC Metrics"
+        } else {
+            "Metrics"
+        };
+        outln!("\n{heading} ({:.0} s old):", (state::now() - at).max(0.0));
         let get = |k: &str| {
             m.get(k)
                 .filter(|v| !v.is_null())
