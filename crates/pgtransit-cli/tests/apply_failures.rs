@@ -63,6 +63,20 @@ fn wait_target(p: &Pair, sql: &str, want: &str) {
     }
 }
 
+/// A change the target refuses: a CHECK constraint on the target only, then a source
+/// UPDATE that violates it.
+fn refuse_a_change(p: &Pair) {
+    p.target
+        .psql(
+            DB,
+            "ALTER TABLE connection_closed ADD CONSTRAINT small CHECK (n < 10)",
+        )
+        .unwrap();
+    p.source
+        .psql(DB, "UPDATE connection_closed SET n = 50 WHERE id = 1")
+        .unwrap();
+}
+
 fn reason(d: &serde_json::Value) -> String {
     d["reason"].as_str().unwrap_or_default().to_string()
 }
@@ -176,14 +190,6 @@ fn on_missing_row_log_counts_them_in_describe_and_the_metrics() {
     pt_ok(home.path(), &["terminate", "misslog", "--force"]);
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn a_change_the_target_refuses_fails_the_task_at_once_whatever_the_table_is_called() {
     // The table's name holds words ("connection", "closed") that the old retry rule took
@@ -191,15 +197,7 @@ fn a_change_the_target_refuses_fails_the_task_at_once_whatever_the_table_is_call
     let p = empty_pair(SCHEMA);
     let home = tempfile::tempdir().unwrap();
     start(home.path(), &p, "refuse", "stream", &[]);
-    p.target
-        .psql(
-            DB,
-            "ALTER TABLE connection_closed ADD CONSTRAINT small CHECK (n < 10)",
-        )
-        .unwrap();
-    p.source
-        .psql(DB, "UPDATE connection_closed SET n = 50 WHERE id = 1")
-        .unwrap();
+    refuse_a_change(&p);
     let d = wait_failed(home.path(), "refuse", Duration::from_secs(15));
     let why = reason(&d);
     assert!(
@@ -299,15 +297,7 @@ fn native_survives_a_source_restart_and_fails_on_a_refused_change() {
     let log = std::fs::read_to_string(p.target.log_file()).unwrap_or_default();
     assert!(!log.contains("copy_progress"), "{log}");
     // A change the target refuses: the subscription retries for ever, the task fails.
-    p.target
-        .psql(
-            DB,
-            "ALTER TABLE connection_closed ADD CONSTRAINT small CHECK (n < 10)",
-        )
-        .unwrap();
-    p.source
-        .psql(DB, "UPDATE connection_closed SET n = 50 WHERE id = 1")
-        .unwrap();
+    refuse_a_change(&p);
     let d = wait_failed(home.path(), "nat", Duration::from_secs(60));
     let why = reason(&d);
     assert!(

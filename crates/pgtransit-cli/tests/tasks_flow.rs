@@ -100,7 +100,7 @@ fn stream_task_flow_with_password_metrics_and_terminate_while_the_source_is_down
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
     let load = Workload::start_script(&p.source, h, "SELECT 1;\n");
-    let port = pgsandbox_free_port();
+    let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let created = pt_ok(
         h,
@@ -214,14 +214,6 @@ fn walk(dir: &Path) -> Vec<(String, Vec<u8>)> {
         }
     }
     out
-}
-
-fn pgsandbox_free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

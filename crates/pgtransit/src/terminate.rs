@@ -51,9 +51,11 @@ pub async fn cleanup(s: &mut Session<'_>) -> Result<Cleanup, StepError> {
     match s.client(Side::Target).await {
         Ok(_) => {
             if task.engine == Engine::Native {
+                let mut failed = false;
                 let out = match native::drop_sub(s).await {
                     Ok(out) => out,
                     Err(e) => {
+                        failed = true;
                         c.left.push(Leftover {
                             side: "target".into(),
                             what: format!(
@@ -69,7 +71,7 @@ pub async fn cleanup(s: &mut Session<'_>) -> Result<Cleanup, StepError> {
                 if out.subscription_dropped {
                     c.dropped
                         .push(format!("[target] subscription {}", task.subscription));
-                } else if !c.left.iter().any(|l| l.side == "target") {
+                } else if !failed {
                     c.absent
                         .push(format!("[target] subscription {}", task.subscription));
                 }
@@ -269,23 +271,9 @@ async fn drop_slot(s: &mut Session<'_>, c: &mut Cleanup) -> Result<(), StepError
             .await;
     }
     // A terminated walsender releases the slot a moment later.
-    let mut tries = 0;
-    let n = loop {
-        match source
-            .execute(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
-                &[&slot],
-            )
-            .await
-        {
-            Ok(n) => break n,
-            Err(_) if tries < 20 => {
-                tries += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-            }
-            Err(e) => return Err(native::sql_error("dropping the slot (on the source)", e)),
-        }
-    };
+    let n = crate::snapshot::drop_when_released(source, &slot, 20)
+        .await
+        .map_err(|e| native::sql_error("dropping the slot (on the source)", e))?;
     let line = format!("[source] replication slot {slot}");
     if n > 0 {
         c.dropped.push(line)

@@ -404,3 +404,12 @@ pub fn scrape(addr: &str, path: &str) -> String {
     s.read_to_string(&mut body).unwrap();
     body
 }
+
+/// A TCP port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -101,6 +101,17 @@ fn fix_statement(t: &TableInfo) -> String {
     }
 }
 
+/// `REPLICA IDENTITY USING INDEX` the best candidate index, when the table has one.
+fn use_index_fix(t: &TableInfo) -> Option<String> {
+    t.candidates.first().map(|idx| {
+        format!(
+            "ALTER TABLE {} REPLICA IDENTITY USING INDEX {};",
+            t.qualified(),
+            quote::ident(&idx.name)
+        )
+    })
+}
+
 pub fn check(ctx: &Context<'_>) -> (Vec<Finding>, Vec<TableRow>) {
     let mut findings = Vec::new();
     let mut rows = Vec::new();
@@ -167,12 +178,8 @@ pub fn check(ctx: &Context<'_>) -> (Vec<Finding>, Vec<TableRow>) {
                 ),
             )
             .object(t.qualified());
-            if let Some(idx) = t.candidates.first() {
-                f = f.fix(format!(
-                    "ALTER TABLE {} REPLICA IDENTITY USING INDEX {};",
-                    t.qualified(),
-                    quote::ident(&idx.name)
-                ));
+            if let Some(fix) = use_index_fix(t) {
+                f = f.fix(fix);
             }
             findings.push(f);
         } else if t.replica_identity == 'f' {
@@ -188,12 +195,8 @@ pub fn check(ctx: &Context<'_>) -> (Vec<Finding>, Vec<TableRow>) {
                 ),
             )
             .object(t.qualified());
-            if let Some(idx) = t.candidates.first() {
-                f = f.fix(format!(
-                    "ALTER TABLE {} REPLICA IDENTITY USING INDEX {};",
-                    t.qualified(),
-                    quote::ident(&idx.name)
-                ));
+            if let Some(fix) = use_index_fix(t) {
+                f = f.fix(fix);
             }
             findings.push(f);
         }

@@ -9,6 +9,8 @@ mod plan;
 mod slot;
 mod worker;
 
+pub(crate) use slot::drop_when_released;
+
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -71,23 +73,8 @@ async fn undo_setup(s: &mut Session<'_>, drop_publication: bool) {
         ));
         return;
     };
-    let mut dropped = false;
-    for _ in 0..40 {
-        match source
-            .execute(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
-                &[&slot],
-            )
-            .await
-        {
-            Ok(_) => {
-                dropped = true;
-                break;
-            }
-            // Still held by the exporting session for a moment.
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
+    // The exporting session has just been dropped; it lets go of the slot a moment later.
+    let dropped = drop_when_released(source, &slot, 40).await.is_ok();
     let mut said = if dropped {
         format!("  [source] slot {} dropped again", quote::ident(&slot))
     } else {

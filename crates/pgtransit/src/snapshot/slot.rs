@@ -57,3 +57,30 @@ pub async fn create(
         session,
     })
 }
+
+/// Drop the logical slot `name` once its walsender or exporting session has let go of it
+/// (a moment after that session ended): tried every 250 ms, `tries` times more at most.
+/// How many slots were dropped (0: there was none).
+pub(crate) async fn drop_when_released(
+    c: &tokio_postgres::Client,
+    name: &str,
+    tries: u32,
+) -> Result<u64, tokio_postgres::Error> {
+    let mut left = tries;
+    loop {
+        match c
+            .execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+                &[&name],
+            )
+            .await
+        {
+            Ok(n) => return Ok(n),
+            Err(_) if left > 0 => {
+                left -= 1;
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -304,13 +304,9 @@ pub async fn cdc(
             Some(parse_lsn(&l)?)
         }
     };
-    let policy = task.on_missing_row;
     let mut backoff = Duration::from_millis(500);
-    let mut run = Run {
-        on_missing: policy,
-        ..Run::default()
-    };
-    run.applier.on_missing = policy;
+    let mut run = Run::default();
+    run.applier.on_missing = task.on_missing_row;
     let mut first_start = None;
     let mut target: Option<Arc<Client>> = None;
     loop {
@@ -407,7 +403,6 @@ struct Run {
     oldest_pending: Option<f64>,
     /// Transactions and rows at the last metrics event, and when.
     last_sample: Option<(Instant, u64, u64)>,
-    on_missing: OnMissingRow,
     /// Lines for the log, sent with the next event.
     notes: Vec<String>,
 }
@@ -723,7 +718,7 @@ const MISSING_LOGGED: u64 = 1000;
 /// Tell the source how far the target has committed, from the answers already in.
 fn acknowledge(p: &mut Pipeline, repl: &ReplicationClient, run: &mut Run) {
     p.collect_ready();
-    if run.on_missing == OnMissingRow::Log {
+    if run.applier.on_missing == OnMissingRow::Log {
         for m in std::mem::take(&mut p.missing) {
             run.applier.counts.not_found += 1;
             if run.applier.counts.not_found <= MISSING_LOGGED {
