@@ -30,6 +30,7 @@ pub struct Builder {
     settings: Vec<(String, String)>,
     password: Option<String>,
     hidden_extensions: Vec<String>,
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Builder {
@@ -60,6 +61,14 @@ impl Builder {
     pub fn hide_extensions(mut self, names: &[&str]) -> Self {
         self.hidden_extensions
             .extend(names.iter().map(|s| s.to_string()));
+        self
+    }
+
+    /// Serve TLS (`ssl = on`) with this certificate chain and key (PEM files, copied into
+    /// the data folder with the permissions the server demands). Plain connections stay
+    /// allowed, so a test can tell what the client chose.
+    pub fn tls(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.tls = Some((cert.into(), key.into()));
         self
     }
 
@@ -145,7 +154,12 @@ impl Cluster {
             stopped: true,
         };
         cluster.initdb()?;
-        cluster.write_config(&opts.settings)?;
+        let mut settings = opts.settings.clone();
+        if let Some((cert, key)) = &opts.tls {
+            cluster.install_tls(cert, key)?;
+            settings.push(("ssl".into(), "on".into()));
+        }
+        cluster.write_config(&settings)?;
         cluster.start_server()?;
         Ok(cluster)
     }
@@ -262,6 +276,20 @@ impl Cluster {
         } else {
             cmd.arg("--auth-host=trust");
             self.run(cmd, "initdb")?;
+        }
+        Ok(())
+    }
+
+    fn install_tls(&self, cert: &Path, key: &Path) -> Result<(), Error> {
+        for (from, name) in [(cert, "server.crt"), (key, "server.key")] {
+            let to = self.data_dir().join(name);
+            std::fs::copy(from, &to)
+                .map_err(|e| err(format!("copying {} to {name}: {e}", from.display())))?;
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| err(format!("chmod {name}: {e}")))?;
+            if let Some(who) = self.run_as {
+                user::chown(&to, who).map_err(|e| err(format!("chown {name}: {e}")))?;
+            }
         }
         Ok(())
     }

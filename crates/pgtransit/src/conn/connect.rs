@@ -191,7 +191,7 @@ pub fn replication_config(
     slot: &str,
     publication: &str,
 ) -> pgwire_replication::config::ReplicationConfig {
-    use pgwire_replication::config::{ReplicationConfig, TlsConfig};
+    use pgwire_replication::config::ReplicationConfig;
     let password = spec
         .resolve_password()
         .map(|p| p.expose().to_string())
@@ -208,12 +208,7 @@ pub fn replication_config(
             publication,
         )
     } else {
-        let tls = match spec.sslmode() {
-            SslMode::Disable | SslMode::Allow | SslMode::Prefer => TlsConfig::disabled(),
-            SslMode::Require => TlsConfig::require(),
-            SslMode::VerifyCa => TlsConfig::verify_ca(spec.sslrootcert().map(Into::into)),
-            SslMode::VerifyFull => TlsConfig::verify_full(spec.sslrootcert().map(Into::into)),
-        };
+        let tls = replication_tls(spec);
         ReplicationConfig::new(
             host,
             spec.user(),
@@ -226,6 +221,34 @@ pub fn replication_config(
         .with_tls(tls)
     };
     cfg.with_application_name(spec.application_name())
+}
+
+/// The replication connection's TLS, the same as the SQL connections' (`tls::client_config`):
+/// `prefer` tries TLS first, `require` with a root certificate checks the chain, verify-full
+/// also with an IP host (matched against the certificate's IP addresses), client certificates
+/// when given. `allow` starts without TLS, as libpq does (libpq would retry with TLS if the
+/// server refused; a server that only accepts TLS needs prefer or stronger here).
+fn replication_tls(spec: &ConnSpec) -> pgwire_replication::config::TlsConfig {
+    use pgwire_replication::config::{SslMode as ReplSslMode, TlsConfig};
+    let (mode, root_file) = tls::effective_mode(spec);
+    // "system" means the web PKI roots, which pgwire-replication uses when no file is given.
+    let roots = root_file
+        .filter(|f| f != "system")
+        .map(std::path::PathBuf::from);
+    let tls = match mode {
+        SslMode::Disable | SslMode::Allow => return TlsConfig::disabled(),
+        SslMode::Prefer => TlsConfig {
+            mode: ReplSslMode::Prefer,
+            ..TlsConfig::default()
+        },
+        SslMode::Require => TlsConfig::require(),
+        SslMode::VerifyCa => TlsConfig::verify_ca(roots),
+        SslMode::VerifyFull => TlsConfig::verify_full(roots),
+    };
+    match (spec.sslcert(), spec.sslkey()) {
+        (Some(cert), Some(key)) => tls.with_client_cert(cert, key),
+        _ => tls,
+    }
 }
 
 /// A replication connection failure, explained with its fix.

@@ -13,11 +13,11 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 
 use super::{ConnSpec, SslMode};
 
-pub fn client_config(spec: &ConnSpec) -> Result<ClientConfig, String> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
+/// The sslmode libpq would act on and the root certificate file it would read: `require`
+/// with a root certificate present checks the chain (as verify-ca), as libpq does. The SQL
+/// connections and the replication connection both take their TLS from here, so that one
+/// connection string means the same protection on both.
+pub fn effective_mode(spec: &ConnSpec) -> (SslMode, Option<String>) {
     let root_file = spec.sslrootcert().or_else(|| {
         let default =
             std::path::PathBuf::from(std::env::var_os("HOME")?).join(".postgresql/root.crt");
@@ -29,6 +29,15 @@ pub fn client_config(spec: &ConnSpec) -> Result<ClientConfig, String> {
         (SslMode::Require, Some(_)) => SslMode::VerifyCa,
         (m, _) => m,
     };
+    (mode, root_file)
+}
+
+pub fn client_config(spec: &ConnSpec) -> Result<ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let (mode, root_file) = effective_mode(spec);
     let verifier: Arc<dyn ServerCertVerifier> = match mode {
         SslMode::VerifyCa | SslMode::VerifyFull => {
             let roots = load_roots(root_file.as_deref())?;
