@@ -518,7 +518,7 @@ fn a_switchover_resumed_after_the_fence_ends_the_sessions_left_behind() {
     let o = Command::new(env!("CARGO_BIN_EXE_pgtransit"))
         .args(["switchover", "s4", "--fence", "readonly"])
         .env("PGTRANSIT_HOME", h)
-        .env("PGTRANSIT_CRASH_AFTER", "fenced")
+        .env("PGTRANSIT_CRASH_AFTER", "fencing")
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(9), "{}", text(&o));

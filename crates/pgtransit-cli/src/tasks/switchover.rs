@@ -9,7 +9,7 @@ use pgtransit::conn::ConnSpec;
 use pgtransit::native::Session;
 use pgtransit::pgbouncer::Bouncer;
 use pgtransit::state::{secrets, Store, TaskRecord};
-use pgtransit::switchover::{self, Fence, Phase, Progress, Reroute, SwitchoverOptions};
+use pgtransit::switchover::{self, Fence, Phase, Progress, Reopen, Reroute, SwitchoverOptions};
 use pgtransit::task::{Engine, Task};
 
 use super::{json_out, store, SwitchoverArgs, SwitchoverFlags};
@@ -94,7 +94,7 @@ fn options(
     f: &SwitchoverFlags,
     task: &Task,
     reverse: Option<Task>,
-    unfence_target: Option<i32>,
+    unfence_target: Option<Reopen>,
 ) -> Result<SwitchoverOptions, Failure> {
     Ok(SwitchoverOptions {
         fence: fence(&f.fence)?,
@@ -209,7 +209,7 @@ pub async fn rollback(a: SwitchoverArgs) -> Result<u8, Failure> {
         )));
     };
     let unfence = if fence(&saved.flags.fence)?.readonly() {
-        saved.progress.old_limit
+        Reopen::from_progress(&saved.progress)
     } else {
         None
     };
@@ -229,7 +229,7 @@ pub async fn rollback(a: SwitchoverArgs) -> Result<u8, Failure> {
 
 /// Switch the writes of task `a.name` over to its target. `unfence` (rollback): the
 /// connection limit the target had before the forward switchover's readonly fence.
-async fn move_writes(a: SwitchoverArgs, unfence: Option<i32>) -> Result<u8, Failure> {
+async fn move_writes(a: SwitchoverArgs, unfence: Option<Reopen>) -> Result<u8, Failure> {
     let st = store()?;
     let rec = st.existing(&a.name).map_err(|e| Failure::usage(e.0))?;
     let task = Task::parse(&rec.spec, &rec.name)?;
@@ -429,17 +429,26 @@ async fn move_writes(a: SwitchoverArgs, unfence: Option<i32>) -> Result<u8, Fail
         }
         outln!("{summary}");
         if o.fence.readonly() {
-            outln!(
-                "the source database stays fenced (superusers only){}; to reopen it by hand: \
-                 ALTER DATABASE {} WITH CONNECTION LIMIT {};",
-                if report.reverse.is_some() {
-                    ", `pgtransit rollback` reopens it"
-                } else {
-                    ""
-                },
-                pgtransit::quote::ident(&task.source.dbname()),
-                progress.old_limit.unwrap_or(-1)
-            );
+            let rollback = if report.reverse.is_some() {
+                ", `pgtransit rollback` reopens it"
+            } else {
+                ""
+            };
+            match Reopen::from_progress(&progress) {
+                Some(Reopen::Grants(g)) => outln!(
+                    "the source's replicated tables stay closed to writes by other roles ({} \
+                     write privilege(s) revoked){rollback}; to reopen them by hand: {}",
+                    g.len(),
+                    Reopen::Grants(g.clone()).sql("")
+                ),
+                reopen => outln!(
+                    "the source database stays fenced (superusers only){rollback}; to reopen it \
+                     by hand: {}",
+                    reopen
+                        .unwrap_or(Reopen::ConnectionLimit(-1))
+                        .sql(&task.source.dbname())
+                ),
+            }
         }
     }
     Ok(0)

@@ -183,6 +183,8 @@ pub async fn check(ctx: &Context<'_>) -> Result<Vec<Finding>, tokio_postgres::Er
             .fix(format!("run as the tables' owner or a superuser, or GRANT <owner> TO {me};")));
     }
 
+    super::privileges::readonly_fence(ctx, superuser, &mut out).await?;
+
     if let Some(dst) = ctx.target {
         target_checks(ctx, dst, native, &mut out).await?;
     }
@@ -238,9 +240,8 @@ async fn target_checks(
         );
     }
     if !superuser {
-        out.push(Finding::new(CHECK, "config.target-superuser", Severity::Warning, Side::Target,
-            format!("role {me} is not a superuser: the apply cannot set session_replication_role = replica (triggers and foreign keys would fire on replicated rows) and CREATE SUBSCRIPTION needs superuser before PostgreSQL 16"))
-            .fix(format!("ALTER ROLE {me} SUPERUSER;  -- for the migration's duration")));
+        let version = ctx.target_version.unwrap_or(0);
+        super::privileges::target(dst, &tuser, version, native, out).await?;
     }
     if native {
         // One apply worker plus the table synchronisation workers.

@@ -7,6 +7,7 @@ mod databases;
 mod finding;
 mod hba;
 mod objects;
+mod privileges;
 mod render;
 mod replica_identity;
 mod users;

@@ -20,6 +20,7 @@ use pgoutput::{Decoder, Message};
 use pgwire_replication::{Lsn, PgWireError, ReplicationClient, ReplicationEvent};
 use pipeline::Pipeline;
 use serde::Serialize;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use crate::check::Side;
@@ -158,7 +159,8 @@ async fn target_session(spec: &conn::ConnSpec, origin: &str) -> Result<Client, S
     ))
     .await
     .map_err(fail(
-        "preparing the apply session (it needs a superuser on the target)",
+        "preparing the apply session on the target (a role that is not a superuser needs \
+         GRANT SET ON PARAMETER session_replication_role; `pgtransit check` prints every grant)",
     ))?;
     c.execute(
         "SELECT pg_replication_origin_create($1) WHERE NOT EXISTS \
@@ -166,7 +168,10 @@ async fn target_session(spec: &conn::ConnSpec, origin: &str) -> Result<Client, S
         &[&origin],
     )
     .await
-    .map_err(fail("creating the replication origin (on the target)"))?;
+    .map_err(fail(
+        "creating the replication origin on the target (a role that is not a superuser needs \
+         EXECUTE on the pg_replication_origin_* functions; `pgtransit check` prints the grants)",
+    ))?;
     // A session of ours that just died may hold the origin for a moment longer.
     let mut tries = 0;
     loop {
@@ -175,7 +180,8 @@ async fn target_session(spec: &conn::ConnSpec, origin: &str) -> Result<Client, S
             .await
         {
             Ok(_) => break,
-            Err(e) if tries < 20 => {
+            // Busy is worth waiting for; a missing privilege is not.
+            Err(e) if tries < 20 && e.code() != Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
                 tries += 1;
                 tracing::debug!("origin busy: {e}");
                 tokio::time::sleep(Duration::from_millis(250)).await;

@@ -16,11 +16,16 @@ use crate::state::now;
 use crate::task::{Engine, Task};
 use crate::verify;
 
+pub mod write_fence;
+pub use write_fence::Revoked;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fence {
-    /// No session but the migration's own on the source database: new connections from any
-    /// role but superusers are refused (`CONNECTION LIMIT 0`) and the others are ended, so
-    /// no application role can write, whatever it sets for itself.
+    /// No application role can write to the source, whatever it sets for itself. A
+    /// superuser migration role closes the database: new connections from any role but
+    /// superusers are refused (`CONNECTION LIMIT 0`) and the others are ended. Any other
+    /// migration role would lock itself out that way; it takes the write privileges on the
+    /// replicated tables away from every other role instead (`write_fence`).
     Readonly,
     /// PAUSE on pgbouncer's admin console: clients wait instead of failing.
     Pgbouncer,
@@ -67,9 +72,54 @@ pub struct SwitchoverOptions {
     pub verify: Option<verify::Mode>,
     /// Replication back from the target, started in the fenced window (`--reverse`).
     pub reverse: Option<Task>,
-    /// The connection limit the target database gets back before it takes writes: a
-    /// rollback's target is the old source, fenced readonly by the switchover.
-    pub unfence_target: Option<i32>,
+    /// What the target database gets back before it takes writes: a rollback's target is
+    /// the old source, fenced readonly by the switchover.
+    pub unfence_target: Option<Reopen>,
+}
+
+/// How to reopen a database the readonly fence closed.
+#[derive(Clone, Debug)]
+pub enum Reopen {
+    /// Its connection limit before the fence.
+    ConnectionLimit(i32),
+    /// The write privileges the fence took away.
+    Grants(Vec<Revoked>),
+}
+
+impl Reopen {
+    /// How a switchover's progress says to reopen its source, if it fenced it.
+    pub fn from_progress(p: &Progress) -> Option<Reopen> {
+        match (&p.revoked, p.old_limit) {
+            (Some(r), _) => Some(Reopen::Grants(r.clone())),
+            (None, Some(l)) => Some(Reopen::ConnectionLimit(l)),
+            (None, None) => None,
+        }
+    }
+
+    async fn apply(&self, c: &Client, side: &str) -> Result<(), StepError> {
+        match self {
+            Reopen::ConnectionLimit(l) => set_connection_limit(c, *l, side).await.map(|_| ()),
+            Reopen::Grants(g) => write_fence::lift(c, g).await,
+        }
+    }
+
+    /// The statements that reopen it, for messages and --dry-run.
+    pub fn sql(&self, db: &str) -> String {
+        match self {
+            Reopen::ConnectionLimit(l) => format!(
+                "ALTER DATABASE {} WITH CONNECTION LIMIT {l};",
+                quote::ident(db)
+            ),
+            Reopen::Grants(g) if g.is_empty() => {
+                "nothing (no other role held a write privilege)".into()
+            }
+            Reopen::Grants(g) => g
+                .iter()
+                .map(Revoked::grant_sql)
+                .collect::<Vec<_>>()
+                .join(" "),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -101,6 +151,10 @@ pub struct SwitchoverReport {
 pub enum Phase {
     #[default]
     Started,
+    /// The fence is going up: what lifting it needs (the old connection limit, the revoked
+    /// privileges) is recorded, the fence may not hold yet. A rerun puts it up again.
+    Fencing,
+    /// No other role can write to the source any more.
     Fenced,
     Sequences,
     Barrier,
@@ -118,8 +172,11 @@ pub struct Progress {
     pub phase: Phase,
     /// Unix time of the fence: the downtime counts from it, also across a crash.
     pub fenced_at: f64,
-    /// The source database's connection limit before the readonly fence.
+    /// The source database's connection limit before the readonly fence (superuser).
     pub old_limit: Option<i32>,
+    /// The write privileges the readonly fence took away (migration role not a superuser).
+    #[serde(default)]
+    pub revoked: Option<Vec<Revoked>>,
     pub report: SwitchoverReport,
 }
 
@@ -201,6 +258,26 @@ async fn set_connection_limit(c: &Client, limit: i32, side: &str) -> Result<i32,
     Ok(before)
 }
 
+/// Whether the migration role on this connection is a superuser.
+async fn is_superuser(c: &Client) -> Result<bool, StepError> {
+    c.query_one(
+        "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+        &[],
+    )
+    .await
+    .map(|r| r.get(0))
+    .map_err(|e| sql_error("reading the migration role's attributes (on the source)", e))
+}
+
+/// The relations the write fence covers: the task's publication's, with partitions and
+/// parents.
+async fn fenced_relations(s: &mut Session<'_>) -> Result<Vec<u32>, StepError> {
+    let publication = s.task.publication.clone();
+    write_fence::relations(s.client(Side::Source).await?, &publication, &[])
+        .await
+        .map_err(|e| sql_error("listing the replicated tables (on the source)", e))
+}
+
 /// Sessions already open could still write: end them (walsenders are not client backends,
 /// and this session is the migration's).
 async fn end_sessions(c: &Client) -> Result<(), StepError> {
@@ -231,7 +308,26 @@ struct Unfenced {
 async fn unfence(s: &mut Session<'_>, o: &SwitchoverOptions, p: &Progress) -> Unfenced {
     let mut said = Vec::new();
     let mut lifted = true;
-    if o.fence.readonly() {
+    if let (true, Some(grants)) = (o.fence.readonly(), &p.revoked) {
+        let r = match s.client(Side::Source).await {
+            Ok(c) => write_fence::lift(c, grants).await,
+            Err(e) => Err(e),
+        };
+        said.push(match r {
+            Ok(()) => format!(
+                "the source is unfenced and takes writes again ({} write privilege(s) granted back)",
+                grants.len()
+            ),
+            Err(e) => {
+                lifted = false;
+                format!(
+                    "UNFENCING FAILED ({}): run {}",
+                    e.message,
+                    Reopen::Grants(grants.clone()).sql("")
+                )
+            }
+        });
+    } else if o.fence.readonly() {
         let limit = p.old_limit.unwrap_or(-1);
         let db = quote::ident(&s.task.source.dbname());
         let r = match s.client(Side::Source).await {
@@ -379,11 +475,18 @@ pub async fn switchover(
             p.phase,
             now() - p.fenced_at
         ));
-        // The fence is recorded as soon as the limit is set (so that --undo knows the old
-        // one); a switchover that died before it ended the other sessions left them on
-        // the old primary. Ending them again is harmless and closes that window.
+        // What lifting the fence needs is recorded before the fence goes up (Fencing), so
+        // a switchover may have died before it ended the other sessions or revoked the
+        // privileges. Putting the fence up again is harmless and closes that window.
         if o.fence.readonly() && p.phase < Phase::Rerouted {
-            end_sessions(s.client(Side::Source).await?).await?;
+            match p.revoked.clone() {
+                Some(grants) => {
+                    let rels = fenced_relations(s).await?;
+                    let c = s.client(Side::Source).await?;
+                    write_fence::put_up(c, &rels, &grants, o.barrier_timeout).await?;
+                }
+                None => end_sessions(s.client(Side::Source).await?).await?,
+            }
         }
     } else {
         *p = Progress::default();
@@ -395,15 +498,33 @@ pub async fn switchover(
         // then the database closes to everything else.
         if o.fence.pauses_pgbouncer() {
             bouncer(o)?.pause(o.barrier_timeout).await?;
-            p.phase = Phase::Fenced;
+            p.phase = Phase::Fencing;
             record(p);
         }
         if o.fence.readonly() {
-            let c = s.client(Side::Source).await?;
-            p.old_limit = Some(set_connection_limit(c, 0, "source").await?);
-            p.phase = Phase::Fenced;
-            record(p);
-            end_sessions(s.client(Side::Source).await?).await?;
+            if is_superuser(s.client(Side::Source).await?).await? {
+                let c = s.client(Side::Source).await?;
+                p.old_limit = Some(set_connection_limit(c, 0, "source").await?);
+                p.phase = Phase::Fencing;
+                record(p);
+                end_sessions(s.client(Side::Source).await?).await?;
+            } else {
+                // What is revoked is recorded first: a crash after the REVOKE must leave
+                // what --undo grants back.
+                let rels = fenced_relations(s).await?;
+                let c = s.client(Side::Source).await?;
+                let grants = write_fence::prepare(c, &rels).await?;
+                p.revoked = Some(grants.clone());
+                p.phase = Phase::Fencing;
+                record(p);
+                let c = s.client(Side::Source).await?;
+                if let Err(e) = write_fence::put_up(c, &rels, &grants, o.barrier_timeout).await {
+                    // put_up granted everything back.
+                    p.phase = Phase::Undone;
+                    record(p);
+                    return Err(e);
+                }
+            }
         }
         if let Fence::Hook(cmd) = &o.fence {
             hook(cmd, "fence", &target_conninfo).await?;
@@ -506,9 +627,11 @@ pub async fn switchover(
         record(p);
     }
     if p.phase < Phase::Rerouted {
-        if let Some(limit) = o.unfence_target {
-            s.say("  the target database takes connections again");
-            set_connection_limit(s.client(Side::Target).await?, limit, "target").await?;
+        if let Some(reopen) = &o.unfence_target {
+            s.say("  the target database takes writes again");
+            reopen
+                .apply(s.client(Side::Target).await?, "target")
+                .await?;
         }
         match &o.reroute {
             Reroute::Pgbouncer => {
@@ -586,10 +709,11 @@ pub fn plan(task: &Task, o: &SwitchoverOptions) -> Vec<String> {
     }
     if o.fence.readonly() {
         v.push(format!(
-            "[source] ALTER DATABASE {} WITH CONNECTION LIMIT 0;  -- superusers only",
+            "[source] (migration role a superuser) ALTER DATABASE {} WITH CONNECTION LIMIT 0;  -- superusers only",
             quote::ident(&db)
         ));
         v.push("[source] SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend';".into());
+        v.extend(write_fence::plan());
     }
     match &o.fence {
         Fence::Hook(c) => v.push(format!("[local] sh -c {}", lit(c))),
@@ -619,9 +743,11 @@ pub fn plan(task: &Task, o: &SwitchoverOptions) -> Vec<String> {
             rev.name
         ));
     }
-    if let Some(limit) = o.unfence_target {
+    if let Some(reopen) = &o.unfence_target {
+        let db = task.target.as_ref().map(|t| t.dbname()).unwrap_or_default();
         v.push(format!(
-            "[target] ALTER DATABASE ... WITH CONNECTION LIMIT {limit};  -- it takes the writes again"
+            "[target] {}  -- it takes the writes again",
+            reopen.sql(&db)
         ));
     }
     match &o.reroute {
