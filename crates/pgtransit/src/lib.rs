@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod check;
 pub mod conn;
 pub mod generate;
+pub mod marks;
 pub mod native;
 pub mod pgbouncer;
 pub mod quote;

@@ -4,6 +4,7 @@
 //! with the exact SQL that drops it, so a later run (or the user) can finish.
 
 use crate::check::Side;
+use crate::marks::{self, Kind};
 use crate::native::{self, Session, StepError};
 use crate::quote;
 use crate::state::Leftover;
@@ -17,6 +18,66 @@ pub struct Cleanup {
     pub absent: Vec<String>,
     /// What could not be dropped now.
     pub left: Vec<Leftover>,
+    /// What has the task's name but is not the task's (no mark, or another task's): kept.
+    pub kept: Vec<String>,
+}
+
+/// Whether an object is the task's, from its mark.
+enum Owned {
+    Ours,
+    /// Absent, or present without a mark: nothing says it is the task's.
+    NotMarked,
+    Other(String),
+}
+
+impl Owned {
+    fn from_mark(mark: Option<String>, task: &str) -> Owned {
+        match mark {
+            Some(t) if t == task => Owned::Ours,
+            Some(t) => Owned::Other(t),
+            None => Owned::NotMarked,
+        }
+    }
+
+    fn why_kept(&self) -> String {
+        match self {
+            Owned::Other(t) => format!("marked as task {t}'s"),
+            _ => "not marked as this task's: made by hand or by another tool".into(),
+        }
+    }
+}
+
+/// The slot's owner from its mark; a slot the copy's bookkeeping records for the task is
+/// the task's too (tasks created before slots were marked).
+async fn slot_owner(s: &mut Session<'_>) -> Result<Owned, StepError> {
+    let (task, slot) = (s.task.name.clone(), s.task.slot.clone());
+    let target = s.client(Side::Target).await?;
+    let owned = Owned::from_mark(marks::owner(target, Kind::Slot, &slot).await?, &task);
+    if !matches!(owned, Owned::NotMarked) {
+        return Ok(owned);
+    }
+    let has_bookkeeping: bool = target
+        .query_one(
+            "SELECT to_regclass('pgtransit.copy_state') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(|e| native::sql_error("looking for the copy's bookkeeping", e))?
+        .get(0);
+    let recorded = has_bookkeeping
+        && target
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pgtransit.copy_state WHERE task = $1 AND slot = $2)",
+                &[&task, &slot],
+            )
+            .await
+            .map_err(|e| native::sql_error("reading the copy's bookkeeping", e))?
+            .get::<_, bool>(0);
+    Ok(if recorded {
+        Owned::Ours
+    } else {
+        Owned::NotMarked
+    })
 }
 
 fn literal(s: &str) -> String {
@@ -47,6 +108,13 @@ pub async fn cleanup(s: &mut Session<'_>) -> Result<Cleanup, StepError> {
         literal(&origin)
     );
 
+    // Whose the slot is is read on the target before its bookkeeping goes.
+    let slot_owned = if task.engine == Engine::Stream {
+        Some(slot_owner(s).await)
+    } else {
+        None
+    };
+
     // Target first: a subscription must let go of the slot before the slot can go.
     match s.client(Side::Target).await {
         Ok(_) => {
@@ -54,6 +122,16 @@ pub async fn cleanup(s: &mut Session<'_>) -> Result<Cleanup, StepError> {
                 let mut failed = false;
                 let out = match native::drop_sub(s).await {
                     Ok(out) => out,
+                    // Not the task's (no mark, or another task's): kept, not a leftover.
+                    Err(e) if e.kind == native::StepErrorKind::Refused => {
+                        failed = true;
+                        c.kept.push(format!(
+                            "[target] subscription {} ({})",
+                            task.subscription,
+                            native::first_line(&e.message)
+                        ));
+                        Default::default()
+                    }
                     Err(e) => {
                         failed = true;
                         c.left.push(Leftover {
@@ -130,9 +208,14 @@ pub async fn cleanup(s: &mut Session<'_>) -> Result<Cleanup, StepError> {
 
     match s.client(Side::Source).await {
         Ok(_) => {
-            if task.engine == Engine::Stream {
-                if let Err(e) = drop_slot(s, &mut c).await {
-                    c.left.push(Leftover {
+            match slot_owned {
+                Some(Ok(Owned::Ours)) => match drop_slot(s, &mut c).await {
+                    Ok(()) => {
+                        if let Ok(target) = s.client(Side::Target).await {
+                            let _ = marks::release(target, Kind::Slot, &task.slot).await;
+                        }
+                    }
+                    Err(e) => c.left.push(Leftover {
                         side: "source".into(),
                         what: format!(
                             "replication slot {} ({})",
@@ -140,8 +223,19 @@ pub async fn cleanup(s: &mut Session<'_>) -> Result<Cleanup, StepError> {
                             native::first_line(&e.message)
                         ),
                         sql: slot_sql.clone(),
-                    });
-                }
+                    }),
+                },
+                Some(Ok(other)) => keep_if_present(s, &mut c, &task.slot, &other).await,
+                Some(Err(e)) => c.left.push(Leftover {
+                    side: "source".into(),
+                    what: format!(
+                        "replication slot {} (whose it is could not be read on the target: {})",
+                        task.slot,
+                        native::first_line(&e.message)
+                    ),
+                    sql: slot_sql.clone(),
+                }),
+                None => {}
             }
             if let Err(e) = drop_publication(s, &mut c).await {
                 c.left.push(Leftover {
@@ -171,26 +265,112 @@ pub async fn cleanup(s: &mut Session<'_>) -> Result<Cleanup, StepError> {
             });
         }
     }
+    // Last: the slot's mark was forgotten after the slot went.
+    if let Err(e) = drop_schema_if_unused(s, &mut c).await {
+        tracing::debug!("schema pgtransit kept: {}", e.message);
+    }
     Ok(c)
 }
 
-/// The task's replication origin on the target.
+/// The task's replication origin on the target, if its mark says it is the task's.
 async fn drop_origin(s: &mut Session<'_>, origin: &str, c: &mut Cleanup) -> Result<(), StepError> {
-    let n = s
-        .client(Side::Target)
-        .await?
+    let task = s.task.name.clone();
+    let target = s.client(Side::Target).await?;
+    let owned = Owned::from_mark(marks::owner(target, Kind::Origin, origin).await?, &task);
+    if !matches!(owned, Owned::Ours) {
+        let exists: bool = target
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)",
+                &[&origin],
+            )
+            .await
+            .map_err(|e| native::sql_error("reading the replication origins (on the target)", e))?
+            .get(0);
+        let line = format!("[target] replication origin {origin}");
+        if exists {
+            c.kept.push(format!("{line} ({})", owned.why_kept()));
+        } else {
+            c.absent.push(line);
+        }
+        return Ok(());
+    }
+    let n = target
         .execute(
             "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = $1",
             &[&origin],
         )
         .await
         .map_err(|e| native::sql_error("dropping the replication origin (on the target)", e))?;
+    marks::release(target, Kind::Origin, origin).await?;
     let line = format!("[target] replication origin {origin}");
     if n > 0 {
         c.dropped.push(line)
     } else {
         c.absent.push(line)
     }
+    Ok(())
+}
+
+/// A slot with the task's name that is not the task's: kept, and said.
+async fn keep_if_present(s: &mut Session<'_>, c: &mut Cleanup, slot: &str, owned: &Owned) {
+    let exists = match s.client(Side::Source).await {
+        Ok(source) => source
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
+                &[&slot],
+            )
+            .await
+            .map(|r| r.get::<_, bool>(0))
+            .unwrap_or(true),
+        Err(_) => true,
+    };
+    let line = format!("[source] replication slot {slot}");
+    if exists {
+        c.kept.push(format!("{line} ({})", owned.why_kept()));
+    } else {
+        c.absent.push(line);
+    }
+}
+
+/// The `pgtransit` schema on the target, once no task's bookkeeping or mark is in it.
+async fn drop_schema_if_unused(s: &mut Session<'_>, c: &mut Cleanup) -> Result<(), StepError> {
+    let target = s.client(Side::Target).await?;
+    let copy_tables: bool = target
+        .query_one(
+            "SELECT to_regclass('pgtransit.copy_progress') IS NOT NULL \
+                AND to_regclass('pgtransit.copy_state') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(|e| native::sql_error("looking for the copy's bookkeeping", e))?
+        .get(0);
+    let copies_left = copy_tables
+        && target
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pgtransit.copy_progress) \
+                 OR EXISTS (SELECT 1 FROM pgtransit.copy_state)",
+                &[],
+            )
+            .await
+            .map_err(|e| native::sql_error("reading the copy's bookkeeping", e))?
+            .get::<_, bool>(0);
+    let schema: bool = target
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'pgtransit')",
+            &[],
+        )
+        .await
+        .map_err(|e| native::sql_error("looking for schema pgtransit", e))?
+        .get(0);
+    if !schema || copies_left || marks::any(target).await? {
+        return Ok(());
+    }
+    target
+        .batch_execute("DROP SCHEMA IF EXISTS pgtransit CASCADE")
+        .await
+        .map_err(|e| native::sql_error("dropping schema pgtransit (on the target)", e))?;
+    c.dropped
+        .push("[target] schema pgtransit (no task uses it any more)".into());
     Ok(())
 }
 
@@ -230,24 +410,6 @@ async fn drop_bookkeeping(s: &mut Session<'_>, c: &mut Cleanup) -> Result<(), St
             task.name
         ));
     }
-    // The schema is shared by every task on this target: dropped with the last.
-    let empty: bool = target
-        .query_one(
-            "SELECT NOT EXISTS (SELECT 1 FROM pgtransit.copy_progress) \
-             AND NOT EXISTS (SELECT 1 FROM pgtransit.copy_state)",
-            &[],
-        )
-        .await
-        .map_err(|e| native::sql_error("reading the copy's bookkeeping", e))?
-        .get(0);
-    if empty {
-        target
-            .batch_execute("DROP SCHEMA IF EXISTS pgtransit CASCADE")
-            .await
-            .map_err(|e| native::sql_error("dropping schema pgtransit (on the target)", e))?;
-        c.dropped
-            .push("[target] schema pgtransit (no task uses it any more)".into());
-    }
     Ok(())
 }
 
@@ -286,15 +448,28 @@ async fn drop_slot(s: &mut Session<'_>, c: &mut Cleanup) -> Result<(), StepError
 /// The task's publication on the source.
 async fn drop_publication(s: &mut Session<'_>, c: &mut Cleanup) -> Result<(), StepError> {
     let publication = s.task.publication.clone();
+    let ours = native::sql::owner_note(s.task);
     let source = s.client(Side::Source).await?;
-    let existed: bool = source
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)",
+    let note: Option<String> = source
+        .query_opt(
+            "SELECT coalesce(obj_description(oid, 'pg_publication'), '') FROM pg_publication \
+             WHERE pubname = $1",
             &[&publication],
         )
         .await
         .map_err(|e| native::sql_error("reading publications (on the source)", e))?
-        .get(0);
+        .map(|r| r.get(0));
+    let existed = note.is_some();
+    if let Some(note) = note.filter(|n| *n != ours) {
+        let why = if note.starts_with("created by pgtransit") {
+            note
+        } else {
+            "not marked as this task's: made by hand or by another tool".into()
+        };
+        c.kept
+            .push(format!("[source] publication {publication} ({why})"));
+        return Ok(());
+    }
     source
         .batch_execute(&format!(
             "DROP PUBLICATION IF EXISTS {}",

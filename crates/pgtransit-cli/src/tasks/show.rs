@@ -78,7 +78,19 @@ pub fn list(a: ListArgs) -> Result<u8, Failure> {
             .metrics(&t.name)
             .map_err(|e| Failure::other(e.0))?
             .map(|x| x.1);
-        rows.push((t, current_step(&steps), lag_text(m.as_ref()), m));
+        // A lag read from a worker that is gone is history, not the lag.
+        let m = m.filter(|_| alive(t.pid));
+        let lag = if alive(t.pid) || m.is_some() {
+            lag_text(m.as_ref())
+        } else if steps
+            .iter()
+            .any(|s| s.step == "cdc" && s.started_at.is_some())
+        {
+            "unknown (no worker)".into()
+        } else {
+            "-".into()
+        };
+        rows.push((t, current_step(&steps), lag, m));
     }
     if a.json {
         let v: Vec<serde_json::Value> = rows
@@ -134,7 +146,15 @@ pub fn list(a: ListArgs) -> Result<u8, Failure> {
 struct Live {
     tables: Vec<serde_json::Value>,
     retained_wal_bytes: Option<i64>,
+    /// How far the slot's confirmed position is behind the source's current one: the lag
+    /// as the source sees it, whether or not a worker runs.
+    source_lag_bytes: Option<i64>,
     max_slot_wal_keep_size: Option<String>,
+    /// PostgreSQL 13+: reserved, extended, unreserved (invalidated at the next checkpoint)
+    /// or lost.
+    wal_status: Option<String>,
+    /// PostgreSQL 13+: WAL that can still be written before the slot is invalidated.
+    safe_wal_size: Option<i64>,
     unreachable: Vec<String>,
 }
 
@@ -143,21 +163,35 @@ async fn live(task: &Task) -> Live {
     let bound = Duration::from_secs(5);
     match tokio::time::timeout(bound, pgtransit::conn::connect(&task.source)).await {
         Ok(Ok(c)) => {
-            if let Ok(Ok(Some(r))) = tokio::time::timeout(
-                bound,
-                c.query_opt(
-                    "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, \
-                     current_setting('max_slot_wal_keep_size') FROM pg_replication_slots WHERE slot_name = $1",
-                    &[&task.slot],
-                ),
-            )
-            .await
+            // wal_status, safe_wal_size and max_slot_wal_keep_size exist from 13 on.
+            let slot_sql = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, \
+                 pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, \
+                 CASE WHEN current_setting('server_version_num')::int >= 130000 \
+                      THEN current_setting('max_slot_wal_keep_size') END \
+                 FROM pg_replication_slots WHERE slot_name = $1";
+            if let Ok(Ok(Some(r))) =
+                tokio::time::timeout(bound, c.query_opt(slot_sql, &[&task.slot])).await
             {
                 l.retained_wal_bytes = r.get(0);
-                l.max_slot_wal_keep_size = r.get(1);
+                l.source_lag_bytes = r.get(1);
+                l.max_slot_wal_keep_size = r.get(2);
+            }
+            if l.max_slot_wal_keep_size.is_some() {
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&task.slot];
+                let q = c.query_opt(
+                    "SELECT wal_status, safe_wal_size FROM pg_replication_slots WHERE slot_name = $1",
+                    &params,
+                );
+                if let Ok(Ok(Some(r))) = tokio::time::timeout(bound, q).await {
+                    l.wal_status = r.get(0);
+                    l.safe_wal_size = r.get(1);
+                }
             }
         }
-        Ok(Err(e)) => l.unreachable.push(format!("source: {}", pgtransit::native::first_line(&e.to_string()))),
+        Ok(Err(e)) => l.unreachable.push(format!(
+            "source: {}",
+            pgtransit::native::first_line(&e.to_string())
+        )),
         Err(_) => l.unreachable.push("source: no answer in 5 s".into()),
     }
     // Only the stream engine keeps copy bookkeeping on the target; a native target has no
@@ -202,6 +236,40 @@ async fn live(task: &Task) -> Live {
         }
     }
     l
+}
+
+/// Below this much WAL before the slot is invalidated, describe warns.
+const SAFE_WAL_WARN: i64 = 1024 * 1024 * 1024;
+
+/// Warnings about the slot's survival: invalidated, about to be, or close to it
+/// (`max_slot_wal_keep_size`).
+fn slot_warnings(slot: &str, live: &Live) -> Vec<String> {
+    let mut w = Vec::new();
+    match live.wal_status.as_deref() {
+        Some("lost") => w.push(format!(
+            "slot {slot} is invalidated (wal_status lost, max_slot_wal_keep_size {}): the changes \
+             since it fell behind are gone from the source; the target can no longer follow it: \
+             terminate this task and create a new one (its copy starts over)",
+            live.max_slot_wal_keep_size.as_deref().unwrap_or("?")
+        )),
+        Some("unreserved") => w.push(format!(
+            "slot {slot} will be invalidated at the next checkpoint (wal_status unreserved): its \
+             WAL is past max_slot_wal_keep_size ({}); start the worker now, or raise the setting \
+             (ALTER SYSTEM SET max_slot_wal_keep_size = ...; SELECT pg_reload_conf())",
+            live.max_slot_wal_keep_size.as_deref().unwrap_or("?")
+        )),
+        _ => {
+            if let Some(safe) = live.safe_wal_size.filter(|s| *s < SAFE_WAL_WARN) {
+                w.push(format!(
+                    "slot {slot} is invalidated after another {} of WAL (safe_wal_size; \
+                     max_slot_wal_keep_size {}): keep the worker running, or raise the setting",
+                    pretty_bytes(safe.max(0)),
+                    live.max_slot_wal_keep_size.as_deref().unwrap_or("?")
+                ));
+            }
+        }
+    }
+    w
 }
 
 /// What the user should do next, from the task's state.
@@ -276,6 +344,7 @@ pub async fn describe(a: NameArgs) -> Result<u8, Failure> {
             ));
         }
     }
+    warnings.extend(slot_warnings(&task.slot, &live));
     if steps
         .iter()
         .any(|s| s.step == "cdc" && s.status == "failed")
@@ -300,6 +369,8 @@ pub async fn describe(a: NameArgs) -> Result<u8, Failure> {
             "metrics_addr": t.metrics_addr, "steps": steps,
             "metrics": metrics.as_ref().map(|(at, m)| serde_json::json!({"at": at, "age_seconds": state::now() - at, "values": m})),
             "tables": live.tables, "retained_wal_bytes": live.retained_wal_bytes,
+            "lag": {"source_bytes": live.source_lag_bytes, "worker_running": alive(t.pid),
+                    "wal_status": live.wal_status, "safe_wal_size": live.safe_wal_size},
             "leftovers": left, "warnings": warnings, "next": next,
             "switchover": sw.as_ref().map(|v| serde_json::json!({"phase": v["progress"]["phase"], "report": v["progress"]["report"]})),
         }))?;
@@ -378,6 +449,7 @@ pub async fn describe(a: NameArgs) -> Result<u8, Failure> {
                     _ => v.to_string().trim_matches('"').to_string(),
                 })
         };
+        let worker = alive(t.pid);
         for (label, key) in [
             ("source LSN", "source_lsn"),
             ("received LSN", "received_lsn"),
@@ -390,10 +462,26 @@ pub async fn describe(a: NameArgs) -> Result<u8, Failure> {
             ("missing rows", "missing_rows"),
             ("copy percent", "percent"),
         ] {
+            if !worker && key.starts_with("lag_") {
+                continue;
+            }
             if let Some(v) = get(key) {
                 outln!("  {label:<20} {v}");
             }
         }
+    }
+    if !alive(t.pid)
+        && steps
+            .iter()
+            .any(|s| s.step == "cdc" && s.started_at.is_some())
+    {
+        outln!(
+            "  {:<20} unknown: no worker applies changes{}",
+            "lag",
+            live.source_lag_bytes
+                .map(|b| format!(" ({} of WAL wait in the slot)", pretty_bytes(b)))
+                .unwrap_or_default()
+        );
     }
     if !live.tables.is_empty() {
         let mut table = Table::new();

@@ -55,7 +55,7 @@ pub async fn terminate(a: TerminateArgs) -> Result<u8, Failure> {
     let store = store()?;
     if a.json {
         json_out(
-            &serde_json::json!({"task": a.name, "dropped": c.dropped, "absent": c.absent, "left": c.left,
+            &serde_json::json!({"task": a.name, "dropped": c.dropped, "absent": c.absent, "kept": c.kept, "left": c.left,
             "forgotten": c.left.is_empty() || a.force}),
         )?;
     } else {
@@ -64,6 +64,9 @@ pub async fn terminate(a: TerminateArgs) -> Result<u8, Failure> {
         }
         for d in &c.absent {
             outln!("already gone: {d}");
+        }
+        for d in &c.kept {
+            outln!("kept, not this task's: {d}");
         }
     }
     if c.left.is_empty() || a.force {

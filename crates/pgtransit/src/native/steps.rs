@@ -354,6 +354,9 @@ async fn create_sub_with(s: &mut Session<'_>, copy_data: bool) -> Result<(), Ste
             quote::literal(&task.slot)
         )));
     }
+    // CREATE SUBSCRIPTION creates the slot: marked as this task's first.
+    let target = s.client(Side::Target).await?;
+    crate::marks::claim(target, crate::marks::Kind::Slot, &task.slot, &task.name).await?;
     let version = crate::catalog::server_version_num(s.client(Side::Source).await?)
         .await
         .map_err(|e| super::exec::sql_error("reading the source version", e))?;
@@ -454,12 +457,30 @@ pub fn plan_drop_sub(task: &crate::task::Task) -> Plan {
 pub async fn drop_sub(s: &mut Session<'_>) -> Result<DropSubOutcome, StepError> {
     let task = s.task;
     let (owner, oid) = subscription(s).await?;
-    if let Ownership::OtherTask(n) = &owner {
-        return Err(StepError::refused(format!(
-            "subscription {} on the target was {n}, not by this task: not dropping it",
-            quote::ident(&task.subscription)
-        )));
+    match &owner {
+        Ownership::OtherTask(n) => {
+            return Err(StepError::refused(format!(
+                "subscription {} on the target was {n}, not by this task: not dropping it",
+                quote::ident(&task.subscription)
+            )))
+        }
+        Ownership::Unmarked => {
+            return Err(StepError::refused(format!(
+                "subscription {0} on the target was not created by pgtransit (it has no pgtransit \
+                 comment): not dropping it; if it is this migration's, drop it by hand: \
+                 DROP SUBSCRIPTION {0};",
+                quote::ident(&task.subscription)
+            )))
+        }
+        Ownership::Ours | Ownership::Missing => {}
     }
+    // The slot goes with the task's subscription; without one, only if its mark says it
+    // is this task's (a slot of the same name may be someone else's).
+    let slot_mark = {
+        let target = s.client(Side::Target).await?;
+        crate::marks::owner(target, crate::marks::Kind::Slot, &task.slot).await?
+    };
+    let slot_ours = matches!(owner, Ownership::Ours) || slot_mark.as_deref() == Some(&task.name);
     let stmts = s
         .generate(
             Side::Target,
@@ -481,6 +502,17 @@ pub async fn drop_sub(s: &mut Session<'_>) -> Result<DropSubOutcome, StepError> 
         task,
         &[("suboid", Value::Text(suboid.clone()))],
     );
+    if !slot_ours {
+        s.say(&format!(
+            "  replication slot {} kept: it is not marked as this task's",
+            quote::ident(&task.slot)
+        ));
+        return Ok(DropSubOutcome {
+            subscription_dropped: false,
+            slots_dropped: vec![],
+            left_on_source: None,
+        });
+    }
     let pattern = format!("pg\\_{suboid}\\_sync\\_%");
     let slots_query = "SELECT slot_name::text FROM pg_replication_slots WHERE slot_name = $1 OR slot_name LIKE $2 ORDER BY 1";
     let source = match s.client(Side::Source).await {
@@ -512,6 +544,9 @@ pub async fn drop_sub(s: &mut Session<'_>) -> Result<DropSubOutcome, StepError> 
         .collect();
     s.execute(Side::Source, "dropping the slot", &drop_slot)
         .await?;
+    if let Ok(target) = s.client(Side::Target).await {
+        crate::marks::release(target, crate::marks::Kind::Slot, &task.slot).await?;
+    }
     for slot in &before {
         s.say(&format!(
             "  [source] dropped replication slot {}",
@@ -550,7 +585,13 @@ pub async fn drop_pub(s: &mut Session<'_>) -> Result<bool, StepError> {
             "publication {} on the source was {n}, not by this task: not dropping it",
             quote::ident(&task.publication)
         ))),
-        _ => {
+        Ownership::Unmarked => Err(StepError::refused(format!(
+            "publication {0} on the source was not created by pgtransit (it has no pgtransit \
+             comment): not dropping it; if it is this migration's, drop it by hand: \
+             DROP PUBLICATION {0};",
+            quote::ident(&task.publication)
+        ))),
+        Ownership::Ours => {
             let stmt = without_comments(&sql::for_task(sql::DROP_PUB, task));
             s.run_statements(Side::Source, &[stmt], str::to_string)
                 .await?;

@@ -94,6 +94,11 @@ async fn undo_setup(s: &mut Session<'_>, drop_publication: bool) {
             Err(_) => said.push_str(&format!("; could not drop the publication: {sql};")),
         }
     }
+    if dropped {
+        if let Ok(target) = s.client(Side::Target).await {
+            let _ = crate::marks::release(target, crate::marks::Kind::Slot, &slot).await;
+        }
+    }
     s.say(&said);
 }
 
@@ -137,6 +142,10 @@ pub async fn init_data(
         // publication as it was when they were written.
         let had_publication = publication_exists(s).await?;
         native::create_pub(s).await?;
+        // Marked before it exists: a crash right after its creation still leaves it known
+        // as this task's.
+        let target = s.client(Side::Target).await?;
+        crate::marks::claim(target, crate::marks::Kind::Slot, &task.slot, &task.name).await?;
         let exported = slot::create(s, &task.slot, false).await?;
         say(&format!(
             "  [source] slot {} created at {} (snapshot {})",

@@ -126,7 +126,7 @@ async fn prepare(
 ) -> Result<(Arc<Client>, HashMap<u32, (u64, u64)>, u64), StepError> {
     let client = match kept.take() {
         Some(c) if !c.is_closed() => c,
-        _ => Arc::new(target_session(target_spec, origin).await?),
+        _ => Arc::new(target_session(target_spec, origin, &s.task.name).await?),
     };
     let applied = origin_progress(&client, origin).await?;
     let copies = copy_positions(&client, &s.task.name).await?;
@@ -149,7 +149,11 @@ async fn origin_progress(c: &Client, origin: &str) -> Result<u64, StepError> {
     }
 }
 
-async fn target_session(spec: &conn::ConnSpec, origin: &str) -> Result<Client, StepError> {
+async fn target_session(
+    spec: &conn::ConnSpec,
+    origin: &str,
+    task: &str,
+) -> Result<Client, StepError> {
     let c = conn::connect(spec).await?;
     let fail = |what: &'static str| move |e| sql_error(what, e);
     c.batch_execute(&format!(
@@ -162,6 +166,10 @@ async fn target_session(spec: &conn::ConnSpec, origin: &str) -> Result<Client, S
         "preparing the apply session on the target (a role that is not a superuser needs \
          GRANT SET ON PARAMETER session_replication_role; `pgtransit check` prints every grant)",
     ))?;
+    // Marked as this task's before it exists, so that terminate knows it may drop it. An
+    // origin of this name without a mark is adopted: its name carries this task's, and a
+    // task created before marks existed has one.
+    crate::marks::claim(&c, crate::marks::Kind::Origin, origin, task).await?;
     c.execute(
         "SELECT pg_replication_origin_create($1) WHERE NOT EXISTS \
          (SELECT 1 FROM pg_replication_origin WHERE roname = $1)",

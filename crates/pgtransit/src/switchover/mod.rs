@@ -429,6 +429,10 @@ pub async fn undo(
 async fn start_reverse(rev: &Task) -> Result<(), StepError> {
     let mut rs = Session::new(rev, |_| {});
     native::create_pub(&mut rs).await?;
+    // The reverse slot is marked on the reverse task's target (the old source), as every
+    // slot a task creates.
+    let target = rs.client(Side::Target).await?;
+    crate::marks::claim(target, crate::marks::Kind::Slot, &rev.slot, &rev.name).await?;
     match rev.engine {
         Engine::Native => native::create_sub_without_copy(&mut rs).await,
         Engine::Stream => rs

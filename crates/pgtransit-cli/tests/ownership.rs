@@ -1,0 +1,144 @@
+//! Nothing is dropped that the task did not create. A slot, a publication, a subscription
+//! and an origin made by hand under the task's names are kept by `terminate` (and by
+//! `drop-pub`), and said to be kept; the task's own objects, marked when it created them,
+//! go (the other end-to-end tests check that nothing of a task is left).
+
+mod common;
+
+use common::*;
+
+fn one(c: &pgsandbox::Cluster, db: &str, sql: &str) -> String {
+    c.psql(db, sql).unwrap().trim().to_string()
+}
+
+#[test]
+fn terminate_keeps_what_the_task_did_not_create() {
+    let p = empty_pair("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);");
+    p.target
+        .psql(DB, "CREATE TABLE t (id int PRIMARY KEY)")
+        .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let (src, dst) = (p.source.url(DB), p.target.url(DB));
+    for engine in ["stream", "native"] {
+        let name = format!("own_{engine}");
+        let base = format!("pgtransit_{name}");
+        pt_ok(
+            h,
+            &[
+                "create",
+                &name,
+                "--engine",
+                engine,
+                "--source",
+                &src,
+                "--target",
+                &dst,
+                "--no-start",
+            ],
+        );
+        // Someone else's objects under the task's names.
+        p.source
+            .psql(DB, &format!("CREATE PUBLICATION {base} FOR TABLE t"))
+            .unwrap();
+        p.source
+            .psql(
+                DB,
+                &format!("SELECT pg_create_logical_replication_slot('{base}', 'pgoutput')"),
+            )
+            .unwrap();
+        if engine == "stream" {
+            p.target
+                .psql(
+                    DB,
+                    &format!("SELECT pg_replication_origin_create('{base}')"),
+                )
+                .unwrap();
+        } else {
+            p.target
+                .psql(
+                    DB,
+                    &format!(
+                        "CREATE SUBSCRIPTION {base} CONNECTION '{src}' PUBLICATION {base} \
+                         WITH (connect = false)"
+                    ),
+                )
+                .unwrap();
+        }
+        let out = pt_ok(h, &["terminate", &name]);
+        assert!(
+            out.contains(&format!(
+                "kept, not this task's: [source] publication {base}"
+            )),
+            "{out}"
+        );
+        if engine == "stream" {
+            assert!(
+                out.contains(&format!(
+                    "kept, not this task's: [source] replication slot {base}"
+                )) && out.contains(&format!(
+                    "kept, not this task's: [target] replication origin {base}"
+                )),
+                "{out}"
+            );
+        } else {
+            assert!(
+                out.contains(&format!(
+                    "kept, not this task's: [target] subscription {base}"
+                )),
+                "{out}"
+            );
+        }
+        // Everything is still there.
+        assert_eq!(
+            one(
+                &p.source,
+                DB,
+                &format!(
+                    "SELECT (SELECT count(*) FROM pg_publication WHERE pubname = '{base}') || ' ' || \
+                            (SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{base}')"
+                )
+            ),
+            "1 1",
+            "{engine}: the source's objects are kept"
+        );
+        let target_kept = if engine == "stream" {
+            format!("SELECT count(*) FROM pg_replication_origin WHERE roname = '{base}'")
+        } else {
+            format!("SELECT count(*) FROM pg_subscription WHERE subname = '{base}'")
+        };
+        assert_eq!(one(&p.target, DB, &target_kept), "1", "{engine}");
+        // The generated native step refuses too.
+        if engine == "native" {
+            let file = task_file(&p, h, &format!("{name}_file"));
+            let text_ = std::fs::read_to_string(&file)
+                .unwrap()
+                .replace("options:\n", &format!("options:\n  publication: {base}\n"));
+            std::fs::write(&file, text_).unwrap();
+            let o = pgtransit(&["drop-pub", "-t", file.to_str().unwrap()]);
+            assert!(
+                !o.status.success() && text(&o).contains("not created by pgtransit"),
+                "{}",
+                text(&o)
+            );
+            p.target
+                .psql(
+                    DB,
+                    &format!(
+                        "ALTER SUBSCRIPTION {base} SET (slot_name = NONE); DROP SUBSCRIPTION {base}"
+                    ),
+                )
+                .unwrap();
+        } else {
+            p.target
+                .psql(DB, &format!("SELECT pg_replication_origin_drop('{base}')"))
+                .unwrap();
+        }
+        p.source
+            .psql(DB, &format!("SELECT pg_drop_replication_slot('{base}')"))
+            .unwrap();
+        p.source
+            .psql(DB, &format!("DROP PUBLICATION {base}"))
+            .unwrap();
+    }
+}
