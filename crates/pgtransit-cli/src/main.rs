@@ -130,6 +130,13 @@ impl Failure {
             message: message.into(),
         }
     }
+    /// Refused: it would overwrite or drop what is not pgtransit's (exit 4).
+    pub fn refused(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 4,
+            message: message.into(),
+        }
+    }
     pub fn other(message: impl Into<String>) -> Failure {
         Failure {
             code: 1,

@@ -234,23 +234,17 @@ pub async fn create(a: CreateArgs) -> Result<u8, Failure> {
         .filter_map(|r| Task::parse(&r.spec, &r.name).ok())
         .collect();
     if let Some(why) = clash(&task, &others) {
-        return Err(Failure {
-            code: 4,
-            message: why,
-        });
+        return Err(Failure::refused(why));
     }
     if store
         .task(&a.name)
         .map_err(|e| Failure::other(e.0))?
         .is_some()
     {
-        return Err(Failure {
-            code: 4,
-            message: format!(
-                "a task named {} already exists: pick another name, or `pgtransit terminate {}` first",
-                a.name, a.name
-            ),
-        });
+        return Err(Failure::refused(format!(
+            "a task named {} already exists: pick another name, or `pgtransit terminate {}` first",
+            a.name, a.name
+        )));
     }
     // Passwords go to the task's private password file, never into the store.
     {
@@ -353,13 +347,10 @@ pub async fn spawn_worker(name: &str, metrics_addr: Option<&str>) -> Result<Star
     let store = store()?;
     let rec = store.existing(name).map_err(|e| Failure::usage(e.0))?;
     if rec.status == "running" && alive(rec.pid) {
-        return Err(Failure {
-            code: 4,
-            message: format!(
-                "task {name} already has a worker (pid {}): one worker per task",
-                rec.pid.unwrap_or(0)
-            ),
-        });
+        return Err(Failure::refused(format!(
+            "task {name} already has a worker (pid {}): one worker per task",
+            rec.pid.unwrap_or(0)
+        )));
     }
     store.workers_dir().map_err(|e| Failure::other(e.0))?;
     let log_path = store.worker_log(name);
@@ -393,10 +384,19 @@ pub async fn spawn_worker(name: &str, metrics_addr: Option<&str>) -> Result<Star
         if let Ok(Some(status)) = child.try_wait() {
             let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
             let last: Vec<&str> = tail.lines().rev().take(3).collect();
-            return Err(Failure::other(format!(
-                "the worker for {name} exited at once ({status}): {}",
-                last.into_iter().rev().collect::<Vec<_>>().join(" / ")
-            )));
+            // Its exit code says why (4: it refused, 2: a connection or usage problem);
+            // `create` and `start` pass it on.
+            return Err(Failure {
+                code: status
+                    .code()
+                    .and_then(|c| u8::try_from(c).ok())
+                    .filter(|c| *c != 0)
+                    .unwrap_or(1),
+                message: format!(
+                    "the worker for {name} exited at once ({status}): {}",
+                    last.into_iter().rev().collect::<Vec<_>>().join(" / ")
+                ),
+            });
         }
         let rec = store.existing(name).map_err(|e| Failure::other(e.0))?;
         if rec.pid == Some(pid) || started.elapsed() > Duration::from_secs(5) {

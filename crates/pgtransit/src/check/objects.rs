@@ -30,6 +30,32 @@ async fn relations(
 
 pub async fn check(ctx: &Context<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
     let mut out = Vec::new();
+    // A pattern that names nothing is most likely a typo: the migration would leave out
+    // what the user meant to move, and say nothing.
+    for p in &ctx.task.objects.include {
+        if !ctx
+            .tables
+            .iter()
+            .any(|t| p.matches(&t.schema, Some(&t.name)))
+        {
+            let pattern = String::from(p.clone());
+            out.push(
+                f(
+                    "objects.no-match",
+                    Severity::Error,
+                    pattern.clone(),
+                    &format!(
+                        "the object filter {pattern} matches no table on the source: nothing of \
+                         it would be moved"
+                    ),
+                )
+                .fix(
+                    "check its spelling (schema.table, globs allowed; `pgtransit check objects` \
+                      lists the source's tables as info) or remove it",
+                ),
+            );
+        }
+    }
     let rel = |kind: &str| {
         format!(
             "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \

@@ -99,9 +99,16 @@ fn explain(
         return match db.code().code() {
             "28P01" => fail(
                 format!("password authentication failed for user \"{user}\""),
-                "put the right password in ~/.pgpass (host:port:database:user:password, \
-                 mode 0600) or PGPASSWORD; pgtransit never asks for it on the command line"
-                    .into(),
+                match spec.password_origin() {
+                    Some(origin) => format!(
+                        "the password came from {origin} and the server refused it: correct it \
+                         there (a created task keeps it in its own password file under \
+                         PGTRANSIT_HOME; recreate the task with the right one)"
+                    ),
+                    None => "put the right password in ~/.pgpass \
+                             (host:port:database:user:password, mode 0600) or PGPASSWORD"
+                        .into(),
+                },
             ),
             "28000" if msg.contains("pg_hba.conf") => fail(
                 msg,

@@ -244,6 +244,31 @@ impl ConnSpec {
         .map(Secret::new)
     }
 
+    /// Where the password `resolve_password` finds comes from, for messages (never the
+    /// password itself): the connection string, PGPASSWORD, or a password file.
+    pub fn password_origin(&self) -> Option<String> {
+        if self.password.is_some() {
+            return Some("the connection string".into());
+        }
+        if env("PGPASSWORD").is_some() {
+            return Some("PGPASSWORD".into());
+        }
+        let file = self.passfile.clone().or_else(|| env("PGPASSFILE"));
+        super::pgpass::lookup(
+            file.as_deref(),
+            &self.host(),
+            self.port(),
+            &self.dbname(),
+            &self.user(),
+        )
+        .map(|_| {
+            format!(
+                "the password file {}",
+                file.unwrap_or_else(|| "~/.pgpass".into())
+            )
+        })
+    }
+
     /// Where this connects, for messages: `user@host:port/db`. Never a password.
     pub fn display(&self) -> String {
         format!(

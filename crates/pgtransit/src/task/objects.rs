@@ -157,7 +157,7 @@ impl ObjectPattern {
         }
     }
 
-    fn matches(&self, schema: &str, table: Option<&str>) -> bool {
+    pub fn matches(&self, schema: &str, table: Option<&str>) -> bool {
         if !glob(&self.schema, schema) {
             return false;
         }
