@@ -293,7 +293,7 @@ fn connection_errors_exit_2_with_a_fix() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("password authentication failed"), "{err}");
-    assert!(err.contains(".pgpass"), "{err}");
+    assert!(err.contains("came from the connection string"), "{err}");
     assert!(!err.contains("wrong-pw"), "{err}");
     // Nobody listening.
     let port = c.port();

@@ -59,10 +59,43 @@ pub async fn serve(addr: &str, status: Arc<Mutex<Status>>) -> Result<String, Fai
                 std::future::ready(Json(s))
             }),
         );
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    tokio::spawn(accept_loop(listener, app));
     Ok(bound)
+}
+
+/// At most this many scrapes at once; more are closed at once. The endpoint shares the
+/// worker's file descriptors: sockets left open by clients must not starve the apply.
+const MAX_CONNECTIONS: usize = 16;
+/// A connection is closed after this long, answered or not (a client that connects and
+/// sends nothing, or reads slowly).
+const CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serve each connection with one request (no keep-alive), at most `MAX_CONNECTIONS` at
+/// once, each for at most `CONNECTION_TIMEOUT`. (axum::serve has neither bound.)
+async fn accept_loop(listener: tokio::net::TcpListener, app: Router) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            // Out of descriptors or a reset before accept: wait a little, go on.
+            Err(_) => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .keep_alive(false)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
+            drop(permit);
+        });
+    }
 }
 
 pub fn record_cdc(m: &CdcMetrics) {

@@ -1,10 +1,20 @@
 -- pg_dump selection arguments, one per line: every schema that holds something this task
--- moves, every table in those schemas it does not move, and the extensions in use
+-- moves, every table in those schemas it does not move (with the serial sequences those
+-- tables own: pg_dump dumps them as objects of their own), and the extensions in use
 -- (pg_dump leaves extensions out once schemas are named).
 WITH tables AS (
     SELECT n.nspname, c.relname, (:selected) AS selected
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind IN ('r', 'p', 'f', 'v', 'm')
+    UNION ALL
+    -- A sequence owned by a column (serial: deptype a) goes with its table; identity
+    -- sequences (deptype i) are part of their table's definition already.
+    SELECT sn.nspname, s.relname, (:selected)
+    FROM pg_class s JOIN pg_namespace sn ON sn.oid = s.relnamespace
+    JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = s.oid
+                    AND d.refclassid = 'pg_class'::regclass AND d.deptype = 'a'
+    JOIN pg_class c ON c.oid = d.refobjid JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE s.relkind = 'S'
 ), schemas AS (
     SELECT n.nspname FROM pg_namespace n WHERE (:selected_schema)
     UNION
