@@ -181,3 +181,78 @@ fn idle_clients_of_the_metrics_endpoint_cannot_starve_the_worker() {
     drop(idle);
     pt_ok(h, &["terminate", "mx"]);
 }
+
+#[test]
+fn a_read_only_target_is_named_as_such() {
+    let p = empty_pair("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);");
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    // Read-only before the task: check says so.
+    p.target
+        .psql(
+            "postgres",
+            &format!("ALTER DATABASE {DB} SET default_transaction_read_only = on"),
+        )
+        .unwrap();
+    let o = pt(
+        h,
+        &[
+            "check",
+            "config",
+            "--source",
+            &p.source.url(DB),
+            "--target",
+            &p.target.url(DB),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("read-only"), "{}", text(&o));
+    p.target
+        .psql(
+            "postgres",
+            &format!("ALTER DATABASE {DB} RESET default_transaction_read_only"),
+        )
+        .unwrap();
+    // Read-only while the task streams: the apply names the cause, not 25P02.
+    start_task(h, &p, "ro", "stream");
+    p.target
+        .psql(
+            "postgres",
+            "ALTER SYSTEM SET default_transaction_read_only = on",
+        )
+        .unwrap();
+    p.target
+        .psql("postgres", "SELECT pg_reload_conf()")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    p.source
+        .psql(
+            DB,
+            "INSERT INTO t VALUES (2); UPDATE t SET id = 3 WHERE id = 1;",
+        )
+        .unwrap();
+    let t = Instant::now();
+    loop {
+        let d = describe_json(h, "ro");
+        if d["status"] == "failed" {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "{d:#}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let log = text(&pt(h, &["logs", "ro", "--step", "cdc"]));
+    assert!(
+        log.contains("read-only transaction") && !log.contains("25P02"),
+        "{log}"
+    );
+    p.target
+        .psql(
+            "postgres",
+            "ALTER SYSTEM RESET default_transaction_read_only",
+        )
+        .unwrap();
+    p.target
+        .psql("postgres", "SELECT pg_reload_conf()")
+        .unwrap();
+    pt_ok(h, &["terminate", "ro"]);
+}

@@ -239,6 +239,53 @@ async fn target_checks(
             )),
         );
     }
+    // A standby, or sessions that start read-only (server, database or role setting; a
+    // fence left up): nothing could be written, and the copy would fail at its first row.
+    let r = dst
+        .query_one(
+            "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only') = 'on'",
+            &[],
+        )
+        .await?;
+    let (standby, read_only): (bool, bool) = (r.get(0), r.get(1));
+    if standby {
+        out.push(
+            Finding::new(
+                CHECK,
+                "config.target-read-only",
+                Severity::Error,
+                Side::Target,
+                "the target is a standby (in recovery): it cannot take writes".to_string(),
+            )
+            .fix("point --target at a primary, or promote this server first"),
+        );
+    } else if read_only {
+        let db = quote::ident(
+            &ctx.task
+                .target
+                .as_ref()
+                .map(|t| t.dbname())
+                .unwrap_or_default(),
+        );
+        out.push(
+            Finding::new(
+                CHECK,
+                "config.target-read-only",
+                Severity::Error,
+                Side::Target,
+                format!(
+                    "sessions of {me} on the target start read-only \
+                     (default_transaction_read_only = on): the copy and the apply cannot write"
+                ),
+            )
+            .fix(format!(
+                "find where it is set (SHOW default_transaction_read_only; \
+                 SELECT * FROM pg_db_role_setting) and remove it there, e.g. \
+                 ALTER DATABASE {db} RESET default_transaction_read_only; or \
+                 ALTER ROLE {me} RESET default_transaction_read_only;"
+            )),
+        );
+    }
     if !superuser {
         let version = ctx.target_version.unwrap_or(0);
         super::privileges::target(dst, &tuser, version, native, out).await?;
