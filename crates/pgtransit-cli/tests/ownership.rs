@@ -142,3 +142,44 @@ fn terminate_keeps_what_the_task_did_not_create() {
             .unwrap();
     }
 }
+
+/// A slot marked as another task's is neither read nor dropped by this one.
+#[test]
+fn a_slot_marked_by_another_task_is_not_consumed_nor_dropped() {
+    let p = empty_pair("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);");
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    start_task(h, &p, "own_m", "stream");
+    stop_worker(h, "own_m");
+    p.target
+        .psql(
+            DB,
+            "UPDATE pgtransit.owned_objects SET task = 'intruder' WHERE kind = 'slot'",
+        )
+        .unwrap();
+    let _ = pt(h, &["start", "own_m"]);
+    let t = std::time::Instant::now();
+    loop {
+        let d = describe_json(h, "own_m");
+        if d["status"] == "failed" {
+            break;
+        }
+        assert!(t.elapsed() < std::time::Duration::from_secs(30), "{d:#}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let log = text(&pt(h, &["logs", "own_m", "--step", "cdc"]));
+    assert!(log.contains("belongs to task intruder"), "{log}");
+    let out = pt_ok(h, &["terminate", "own_m"]);
+    assert!(
+        out.contains("kept, not this task's: [source] replication slot pgtransit_own_m (marked as task intruder's)"),
+        "{out}"
+    );
+    assert_eq!(
+        one(
+            &p.source,
+            DB,
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pgtransit_own_m'"
+        ),
+        "1"
+    );
+}

@@ -128,6 +128,18 @@ async fn prepare(
         Some(c) if !c.is_closed() => c,
         _ => Arc::new(target_session(target_spec, origin, &s.task.name).await?),
     };
+    // A slot another task has marked is not this task's to read: its changes would be
+    // consumed for the other.
+    let slot = s.task.slot.clone();
+    if let Some(owner) = crate::marks::owner(&client, crate::marks::Kind::Slot, &slot).await? {
+        if owner != s.task.name {
+            return Err(StepError::refused(format!(
+                "replication slot {} belongs to task {owner} (pgtransit.owned_objects on the \
+                 target): this task must not consume its changes; give it its own slot name",
+                crate::quote::ident(&slot)
+            )));
+        }
+    }
     let applied = origin_progress(&client, origin).await?;
     let copies = copy_positions(&client, &s.task.name).await?;
     let start = start_position(s, &client, applied).await?;
