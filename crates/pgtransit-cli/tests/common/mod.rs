@@ -127,8 +127,13 @@ impl Drop for Workload {
 
 /// A hash over all rows of `table` in a total order.
 pub fn content_hash(c: &Cluster, table: &str) -> String {
+    content_hash_in(c, DB, table)
+}
+
+/// `content_hash` of a table in database `db`.
+pub fn content_hash_in(c: &Cluster, db: &str, table: &str) -> String {
     c.psql(
-        DB,
+        db,
         &format!("SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t"),
     )
     .unwrap()
@@ -154,8 +159,13 @@ pub fn sequences(c: &Cluster) -> Vec<(String, Option<i64>, i64)> {
 
 /// Publications, subscriptions and slots left on a cluster.
 pub fn leftovers(c: &Cluster) -> String {
+    leftovers_in(c, DB)
+}
+
+/// `leftovers` seen from database `db` (publications are per database).
+pub fn leftovers_in(c: &Cluster, db: &str) -> String {
     c.psql(
-        DB,
+        db,
         "SELECT (SELECT count(*) FROM pg_publication) || ' ' || (SELECT count(*) FROM pg_subscription) \
          || ' ' || (SELECT count(*) FROM pg_replication_slots)",
     )
