@@ -332,36 +332,41 @@ async fn target_checks(
 /// The newest local pg_dump must be at least the source's major and must actually dump it.
 async fn pg_dump_check(ctx: &Context<'_>, out: &mut Vec<Finding>) {
     let source_major = (ctx.source_version / 10000) as u32;
-    let Some((path, major)) = tools::newest_client("pg_dump") else {
-        out.push(
-            Finding::new(
-                CHECK,
-                "config.pg-dump-missing",
-                Severity::Error,
-                Side::Local,
-                "no pg_dump found: the schema copy needs one at least as new as the source",
-            )
-            .fix(format!(
-                "install postgresql-client-{source_major} (or newer), or set PGTRANSIT_PG_BINDIR"
-            )),
-        );
-        return;
+    let target_major = ctx.target_version.map(|v| (v / 10000) as u32);
+    let (path, major) = match tools::pg_dump_for(source_major, target_major) {
+        Ok(found) => found,
+        Err(e) => {
+            let code = if tools::newest_client("pg_dump").is_some() {
+                "config.pg-dump-too-old"
+            } else {
+                "config.pg-dump-missing"
+            };
+            out.push(
+                Finding::new(CHECK, code, Severity::Error, Side::Local, e.problem).fix(e.fix),
+            );
+            return;
+        }
     };
-    if major < source_major {
-        out.push(
-            Finding::new(
+    if let Some(t) = target_major {
+        let left_out = tools::restore_filter(major, t);
+        if !left_out.is_empty() {
+            out.push(Finding::new(
                 CHECK,
-                "config.pg-dump-too-old",
-                Severity::Error,
+                "config.pg-dump-newer-than-target",
+                Severity::Info,
                 Side::Local,
                 format!(
-                    "{} is version {major}; it cannot dump a PostgreSQL {source_major} server",
-                    path.display()
+                    "{} (version {major}) is newer than the target (PostgreSQL {t}): the schema \
+                     is restored through psql, leaving out {} (the target does not know it)",
+                    path.display(),
+                    left_out
+                        .iter()
+                        .map(|l| l.trim())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
-            )
-            .fix(format!("install postgresql-client-{source_major} or newer")),
-        );
-        return;
+            ));
+        }
     }
     match tools::pg_dump_probe(&path, &ctx.task.source).await {
         Ok(()) => out.push(Finding::new(

@@ -11,6 +11,7 @@ mod exec;
 mod indexes;
 mod plan;
 mod progress;
+mod restore;
 mod schema;
 pub mod sql;
 mod steps;

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use super::exec::{Session, StepError};
+use super::restore::Restorer;
 use super::plan::{Action, Plan};
 use super::sql;
 use crate::check::Side;
@@ -241,7 +242,7 @@ async fn dump_and_restore(
             temp.path()
         }
     };
-    let (pg_dump, pg_restore) = client_programs(s).await?;
+    let (pg_dump, restorer) = client_programs(s).await?;
     let dump = dir.join("schema.dump");
     let mut dump_args: Vec<String> = vec![
         "--schema-only".into(),
@@ -271,13 +272,13 @@ async fn dump_and_restore(
         .into_iter()
         .collect()
     };
-    let pre = toc(&pg_restore, &dump, "pre-data").await?;
-    let post = toc(&pg_restore, &dump, "post-data").await?;
+    let pre = toc(&restorer.pg_restore, &dump, "pre-data").await?;
+    let post = toc(&restorer.pg_restore, &dump, "post-data").await?;
     let (pre_list, post_list) = split_toc(&pre, &post, &keys);
     if section.pre() {
         restore(
             s,
-            &pg_restore,
+            &restorer,
             &dump,
             dir,
             "pre-data",
@@ -290,7 +291,7 @@ async fn dump_and_restore(
     if section.post() && !o.stream {
         restore(
             s,
-            &pg_restore,
+            &restorer,
             &dump,
             dir,
             "post-data",
@@ -310,7 +311,7 @@ async fn dump_and_restore(
             }
             rest.push(line);
         }
-        restore_parallel(s, &pg_restore, &dump, dir, &rest, o.index_jobs, &target).await?;
+        restore_parallel(s, &restorer, &dump, dir, &rest, o.index_jobs, &target).await?;
     }
     Ok(())
 }
@@ -318,7 +319,7 @@ async fn dump_and_restore(
 /// pg_restore of the rest of post-data, `jobs` entries at a time, stopping at an error.
 async fn restore_parallel(
     s: &mut Session<'_>,
-    pg_restore: &Path,
+    restorer: &Restorer,
     dump: &Path,
     dir: &Path,
     entries: &[String],
@@ -342,9 +343,9 @@ async fn restore_parallel(
     s.say(&format!(
         "  [target] pg_restore post-data: {} object(s), {} job(s)",
         entries.len(),
-        jobs.max(1)
+        if restorer.filtered() { 1 } else { jobs.max(1) }
     ));
-    run_program(pg_restore, &args, target).await?;
+    restorer.run(&args, target).await?;
     Ok(())
 }
 
@@ -401,27 +402,34 @@ async fn guard_target_tables(s: &mut Session<'_>, o: &SchemaOptions) -> Result<(
     Ok(())
 }
 
-/// pg_dump that can read the source, and the pg_restore next to it.
-async fn client_programs(s: &mut Session<'_>) -> Result<(PathBuf, PathBuf), StepError> {
-    let (pg_dump, major) = tools::newest_client("pg_dump").ok_or_else(|| {
-        StepError::failed("pg_dump not found: install the PostgreSQL client (e.g. apt-get install postgresql-client) or set PGTRANSIT_PG_BINDIR")
-    })?;
-    let version = crate::catalog::server_version_num(s.client(Side::Source).await?)
+/// The pg_dump for this source and target (`tools::pg_dump_for`: PGTRANSIT_PG_BINDIR pins
+/// it), and how its pg_restore restores into the target.
+async fn client_programs(s: &mut Session<'_>) -> Result<(PathBuf, Restorer), StepError> {
+    let version = |e| super::exec::sql_error("reading the server version", e);
+    let source = crate::catalog::server_version_num(s.client(Side::Source).await?)
         .await
-        .map_err(|e| super::exec::sql_error("reading the source version", e))?;
-    if (major as i32) < version / 10000 {
-        return Err(StepError::failed(format!(
-            "{} is version {major} but the source runs PostgreSQL {}: pg_dump must be at least the \
-             source's major version; install a newer client or set PGTRANSIT_PG_BINDIR",
-            pg_dump.display(),
-            version / 10000
-        )));
-    }
-    let pg_restore = pg_dump.with_file_name("pg_restore");
-    Ok((pg_dump, pg_restore))
+        .map_err(version)?
+        / 10000;
+    let target = crate::catalog::server_version_num(s.client(Side::Target).await?)
+        .await
+        .map_err(version)?
+        / 10000;
+    let (pg_dump, major) = tools::pg_dump_for(source as u32, Some(target as u32))
+        .map_err(|e| StepError::failed(format!("{}\n  fix: {}", e.problem, e.fix)))?;
+    let restorer = Restorer::new(&pg_dump, major, target as u32);
+    s.say(&format!(
+        "  [local] {} (PostgreSQL {major}) for a {source} source and a {target} target{}",
+        pg_dump.display(),
+        if restorer.filtered() {
+            "; newer than the target: its SQL goes through psql, leaving out settings the target lacks"
+        } else {
+            ""
+        }
+    ));
+    Ok((pg_dump, restorer))
 }
 
-async fn run_program(
+pub(super) async fn run_program(
     program: &Path,
     args: &[String],
     conn: &ConnSpec,
@@ -503,7 +511,7 @@ fn split_toc(
 #[allow(clippy::too_many_arguments)]
 async fn restore(
     s: &mut Session<'_>,
-    pg_restore: &Path,
+    restorer: &Restorer,
     dump: &Path,
     dir: &Path,
     name: &str,
@@ -528,7 +536,7 @@ async fn restore(
         "  [target] pg_restore {name}: {} object(s)",
         entries.len()
     ));
-    run_program(pg_restore, &args, target).await?;
+    restorer.run(&args, target).await?;
     Ok(())
 }
 
