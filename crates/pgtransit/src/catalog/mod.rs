@@ -1,5 +1,6 @@
 //! Introspection queries shared by the checks and, later, by the migration steps.
 
+pub mod compat;
 mod tables;
 
 pub use tables::{list_tables, pretty_bytes, IndexCandidate, TableInfo};

@@ -114,8 +114,10 @@ ORDER BY ix.indrelid, ix.indnkeyatts, ic.relname
 /// Every ordinary and partitioned table outside the system schemas, with its unique-index
 /// candidates for replica identity.
 pub async fn list_tables(client: &Client) -> Result<Vec<TableInfo>, tokio_postgres::Error> {
+    let version = super::server_version_num(client).await?;
+    let portable = |sql| super::compat::portable(sql, version);
     let mut tables: Vec<TableInfo> = client
-        .query(TABLES_SQL, &[])
+        .query(portable(TABLES_SQL).as_ref(), &[])
         .await?
         .iter()
         .map(|r| {
@@ -144,7 +146,10 @@ pub async fn list_tables(client: &Client) -> Result<Vec<TableInfo>, tokio_postgr
             }
         })
         .collect();
-    for r in client.query(UNIQUE_INDEXES_SQL, &[]).await? {
+    for r in client
+        .query(portable(UNIQUE_INDEXES_SQL).as_ref(), &[])
+        .await?
+    {
         let relid: u32 = r.get(0);
         let Some(t) = tables.iter_mut().find(|t| t.oid == relid) else {
             continue;

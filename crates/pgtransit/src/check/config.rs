@@ -23,6 +23,25 @@ pub async fn check(ctx: &Context<'_>) -> Result<Vec<Finding>, tokio_postgres::Er
     let native = ctx.task.engine == Engine::Native;
 
     // Versions.
+    if ctx.source_version < 110000 {
+        out.push(
+            Finding::new(
+                CHECK,
+                "config.truncate-not-replicated",
+                Severity::Warning,
+                Side::Source,
+                format!(
+                    "PostgreSQL {} does not replicate TRUNCATE (11 and later do): a TRUNCATE of \
+                     a migrated table during the migration leaves its rows on the target",
+                    version_text(ctx.source_version)
+                ),
+            )
+            .fix(
+                "do not TRUNCATE migrated tables until the switchover (DELETE is replicated); \
+                 the switchover's verify (--verify checksum) finds such a difference",
+            ),
+        );
+    }
     if let Some(tv) = ctx.target_version {
         if tv / 10000 < ctx.source_version / 10000 {
             out.push(Finding::new(CHECK, "config.downgrade", Severity::Warning, Side::Target,
@@ -341,9 +360,7 @@ async fn pg_dump_check(ctx: &Context<'_>, out: &mut Vec<Finding>) {
             } else {
                 "config.pg-dump-missing"
             };
-            out.push(
-                Finding::new(CHECK, code, Severity::Error, Side::Local, e.problem).fix(e.fix),
-            );
+            out.push(Finding::new(CHECK, code, Severity::Error, Side::Local, e.problem).fix(e.fix));
             return;
         }
     };

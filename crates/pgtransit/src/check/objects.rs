@@ -167,16 +167,14 @@ async fn generated_columns(
     ctx: &Context<'_>,
     out: &mut Vec<Finding>,
 ) -> Result<(), tokio_postgres::Error> {
-    let rows = ctx
-        .source
-        .query(
-            "SELECT n.nspname, c.relname, a.attname FROM pg_attribute a \
-             JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE a.attgenerated <> '' AND NOT a.attisdropped AND c.relkind IN ('r','p') \
-             ORDER BY 1, 2, 3",
-            &[],
-        )
-        .await?;
+    let sql = crate::catalog::compat::portable(
+        "SELECT n.nspname, c.relname, a.attname FROM pg_attribute a \
+         JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE a.attgenerated <> '' AND NOT a.attisdropped AND c.relkind IN ('r','p') \
+         ORDER BY 1, 2, 3",
+        ctx.source_version,
+    );
+    let rows = ctx.source.query(sql.as_ref(), &[]).await?;
     for r in rows {
         let (s, t, col): (String, String, String) = (r.get(0), r.get(1), r.get(2));
         if ctx.task.objects.includes_table(&s, &t) {

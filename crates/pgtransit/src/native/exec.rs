@@ -117,6 +117,8 @@ pub struct Session<'t> {
     pub task: &'t Task,
     source: Option<Client>,
     target: Option<Client>,
+    /// server_version_num of each side, read once per connection (catalog::compat).
+    versions: [Option<i32>; 2],
     say: Say,
 }
 
@@ -127,6 +129,7 @@ impl<'t> Session<'t> {
             task,
             source: None,
             target: None,
+            versions: [None, None],
             say: Box::new(say),
         }
     }
@@ -169,10 +172,30 @@ impl<'t> Session<'t> {
         ))
     }
 
+    /// The side's server_version_num.
+    pub async fn version(&mut self, side: Side) -> Result<i32, StepError> {
+        let i = usize::from(side == Side::Target);
+        if let Some(v) = self.versions[i] {
+            return Ok(v);
+        }
+        let v = crate::catalog::server_version_num(self.client(side).await?)
+            .await
+            .map_err(|e| sql_error(&format!("reading the {} version", side.label()), e))?;
+        self.versions[i] = Some(v);
+        Ok(v)
+    }
+
+    /// `sql` as the side's server understands it (catalog::compat).
+    async fn portable(&mut self, side: Side, sql: &str) -> Result<String, StepError> {
+        let v = self.version(side).await?;
+        Ok(crate::catalog::compat::portable(sql, v).into_owned())
+    }
+
     pub async fn rows(&mut self, side: Side, what: &str, sql: &str) -> Result<Vec<Row>, StepError> {
+        let sql = self.portable(side, sql).await?;
         self.client(side)
             .await?
-            .query(sql, &[])
+            .query(&sql, &[])
             .await
             .map_err(|e| sql_error(&format!("{what} (on the {})", side.label()), e))
     }
@@ -216,15 +239,17 @@ impl<'t> Session<'t> {
 
     /// Run a fixed script (several statements) on `side`.
     pub async fn execute(&mut self, side: Side, what: &str, sql: &str) -> Result<(), StepError> {
+        let sql = self.portable(side, sql).await?;
         self.client(side)
             .await?
-            .batch_execute(sql)
+            .batch_execute(&sql)
             .await
             .map_err(|e| sql_error(&format!("{what} (on the {})", side.label()), e))
     }
 
     /// Drop a side's connection (after the server was told to go away, or to reconnect).
     pub fn forget(&mut self, side: Side) {
+        self.versions[usize::from(side == Side::Target)] = None;
         match side {
             Side::Target => self.target = None,
             _ => self.source = None,

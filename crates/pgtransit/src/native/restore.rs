@@ -56,7 +56,9 @@ impl Restorer {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| StepError::failed(format!("running {}: {e}", self.pg_restore.display())))?;
+            .map_err(|e| {
+                StepError::failed(format!("running {}: {e}", self.pg_restore.display()))
+            })?;
         let mut psql = tokio::process::Command::new(&self.psql)
             .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
             .arg(format!("--dbname={}", target.conninfo_without_password()))

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use super::exec::{Session, StepError};
-use super::restore::Restorer;
 use super::plan::{Action, Plan};
+use super::restore::Restorer;
 use super::sql;
 use crate::check::Side;
 use crate::conn::ConnSpec;
@@ -277,14 +277,7 @@ async fn dump_and_restore(
     let (pre_list, post_list) = split_toc(&pre, &post, &keys);
     if section.pre() {
         restore(
-            s,
-            &restorer,
-            &dump,
-            dir,
-            "pre-data",
-            &pre_list,
-            clean,
-            &target,
+            s, &restorer, &dump, dir, "pre-data", &pre_list, clean, &target,
         )
         .await?;
     }

@@ -367,8 +367,15 @@ pub async fn cdc(
             task.slot,
             lsn_text(start)
         )));
+        // pgoutput's `messages` option exists from 14 on (older servers refuse the stream
+        // with it); the switchover's barrier is then an empty transaction, which pgoutput
+        // before 15 sends as BEGIN/COMMIT all the same.
+        let version = crate::catalog::server_version_num(s.client(Side::Source).await?)
+            .await
+            .map_err(|e| sql_error("reading the source version", e))?;
         let cfg = conn::replication_config(&source, &task.slot, &task.publication)
             .with_start_lsn(Lsn(start))
+            .with_messages(version >= 140000)
             .with_options(SESSION_SETTINGS);
         let result = match ReplicationClient::connect(cfg).await {
             Ok(mut repl) => {

@@ -18,6 +18,16 @@ WITH sel AS (
     SELECT * FROM sel s
     WHERE s.relpersistence = 'p' AND NOT s.extension_member
       AND NOT (s.relispartition AND EXISTS (SELECT 1 FROM sel r WHERE r.oid = pg_partition_root(s.oid)))
+      AND (s.relkind <> 'p' OR current_setting('server_version_num')::int >= 130000)
+    UNION
+    -- Before 13 a partitioned table cannot be in a publication: its leaves are published
+    -- instead (the same changes, under the leaves' names, as a target partitioned the same
+    -- way applies them).
+    SELECT c.oid, n.nspname, c.relname, c.relkind, c.relpersistence, c.relispartition, false
+    FROM sel r, pg_partition_tree(r.oid) t
+    JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE current_setting('server_version_num')::int < 130000
+      AND r.relkind = 'p' AND t.isleaf AND c.relpersistence = 'p'
 ), differs AS (
     -- A partition of a published partitioned table that the target does not have under
     -- the same parent.
@@ -35,11 +45,14 @@ SELECT stmt FROM (
     SELECT 2, format('-- left out: %I.%I belongs to an extension, which fills it on the target', nspname, relname)
     FROM sel WHERE extension_member AND relpersistence = 'p'
     UNION ALL
-    SELECT 3, format('CREATE PUBLICATION %I%s WITH (publish = ''insert, update, delete, truncate''%s);',
+    -- TRUNCATE is published from 11 on (check warns for a 10 source).
+    SELECT 3, format('CREATE PUBLICATION %I%s WITH (publish = %L%s);',
                      :'pub',
                      CASE WHEN count(*) > 0
                           THEN E'\n    FOR TABLE ' || string_agg(format('%I.%I', nspname, relname), E',\n              ' ORDER BY nspname, relname)
                           ELSE '' END,
+                     CASE WHEN current_setting('server_version_num')::int >= 110000
+                          THEN 'insert, update, delete, truncate' ELSE 'insert, update, delete' END,
                      CASE WHEN bool_or(relkind = 'p') AND EXISTS (SELECT 1 FROM differs)
                           THEN ', publish_via_partition_root = true' ELSE '' END)
     FROM pub
