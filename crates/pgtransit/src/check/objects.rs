@@ -109,7 +109,24 @@ pub async fn check(ctx: &Context<'_>) -> Result<Vec<Finding>, tokio_postgres::Er
                 Some(pairs) => partitioned_differently(ctx, t.oid, pairs).await?,
                 None => false,
             };
-            if differs {
+            if differs && ctx.source_version < 130000 {
+                // Before 13 there is no root publishing: the leaves' changes would find no
+                // such leaves on the target.
+                out.push(
+                    f(
+                        "objects.partitioned-differently",
+                        Severity::Error,
+                        name.clone(),
+                        "partitioned table that the target partitions differently: a source \
+                         before PostgreSQL 13 can only publish it leaf by leaf, and the target \
+                         has other leaves",
+                    )
+                    .fix(
+                        "partition the target the same way (let init-struct create it), or \
+                         upgrade the source to 13 or later first",
+                    ),
+                );
+            } else if differs {
                 out.push(f(
                     "objects.partitioned-differently",
                     Severity::Warning,
