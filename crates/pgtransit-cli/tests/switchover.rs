@@ -256,8 +256,12 @@ fn pgbouncer_switchover_and_rollback_under_pgbench_without_a_failed_transaction(
         return;
     }
     let p = pair_with_app();
-    let bouncer = pgsandbox::Pgbouncer::start(&[(DB, &p.source, DB)], &["postgres", "app"])
-        .expect("pgbouncer");
+    // A second entry, pointing elsewhere: the switchover must find the application's.
+    let bouncer = pgsandbox::Pgbouncer::start(
+        &[(DB, &p.source, DB), ("reports", &p.target, "postgres")],
+        &["postgres", "app"],
+    )
+    .expect("pgbouncer");
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
     let script = h.join("orders.sql");
@@ -282,8 +286,10 @@ fn pgbouncer_switchover_and_rollback_under_pgbench_without_a_failed_transaction(
     start_task(h, &p, "pb", "stream");
     let admin = bouncer.admin_url();
     let config = bouncer.config().display().to_string();
+    // The switchover finds the entry and the file on the admin console; the rollback gives
+    // the file (the flags stay as overrides).
     let bouncer_args = |cmd: &'static str, fence: &'static str| -> Vec<String> {
-        [
+        let mut v: Vec<String> = [
             cmd,
             "pb",
             "--fence",
@@ -292,20 +298,29 @@ fn pgbouncer_switchover_and_rollback_under_pgbench_without_a_failed_transaction(
             "pgbouncer",
             "--pgbouncer",
             &admin,
-            "--pgbouncer-config",
-            &config,
             "--verify",
             "checksum",
         ]
         .iter()
         .map(|s| s.to_string())
-        .collect()
+        .collect();
+        if cmd == "rollback" {
+            v.extend(["--pgbouncer-config".to_string(), config.clone()]);
+        }
+        v
     };
     let mut args = bouncer_args("switchover", "pgbouncer+readonly");
     args.push("--dry-run".into());
     let dry = pt_ok(h, &args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(
         dry.contains("PAUSE shop") && dry.contains("RESUME shop"),
+        "{dry}"
+    );
+    assert!(
+        dry.contains(&format!(
+            "pgbouncer entry shop -> 127.0.0.1:{}/shop (the entry pointing at the source), in {config} (pgbouncer's conffile (SHOW CONFIG))",
+            p.source.port()
+        )),
         "{dry}"
     );
     // Clients of pgbouncer wait; whatever connects to the source directly is locked out.

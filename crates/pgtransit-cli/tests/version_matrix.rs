@@ -265,7 +265,7 @@ fn pg_dump_is_pinned_or_chosen_for_the_pair() {
     // Not pinned, 18 first on PATH: a 15 client fits both sides and needs no filter.
     let log = migrate(
         h,
-        &[newer_first.clone()],
+        std::slice::from_ref(&newer_first),
         (&source, &target),
         (15, "free"),
         "stream",

@@ -23,7 +23,142 @@ pub struct Bouncer {
     pub config: PathBuf,
 }
 
+/// One `[databases]` entry as SHOW DATABASES reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+}
+
+impl std::fmt::Display for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} -> {}:{}/{}",
+            self.name, self.host, self.port, self.database
+        )
+    }
+}
+
+/// Whether two host names mean the same server as far as we can tell without DNS: the
+/// same text, or both this machine's loopback.
+fn same_host(a: &str, b: &str) -> bool {
+    let local = |h: &str| matches!(h, "localhost" | "127.0.0.1" | "::1");
+    a.eq_ignore_ascii_case(b) || (local(a) && local(b))
+}
+
+/// The entries of `entries` that point at `source` (host, port and database).
+pub fn entries_for<'e>(entries: &'e [Entry], source: &ConnSpec) -> Vec<&'e Entry> {
+    entries
+        .iter()
+        .filter(|e| {
+            same_host(&e.host, &source.host())
+                && e.port == source.port()
+                && e.database == source.dbname()
+        })
+        .collect()
+}
+
 impl Bouncer {
+    /// Find, on pgbouncer's admin console, the entry that points at `source` and the
+    /// configuration file that holds it; `database` and `config` override either. Says
+    /// how each was found. No entry or several: an error listing them.
+    pub async fn discover(
+        admin: ConnSpec,
+        source: &ConnSpec,
+        database: Option<String>,
+        config: Option<PathBuf>,
+    ) -> Result<(Bouncer, String), StepError> {
+        let probe = Bouncer {
+            admin,
+            database: database.clone().unwrap_or_default(),
+            config: config.clone().unwrap_or_default(),
+        };
+        let c = probe.console().await?;
+        let entries = show_databases(&c).await?;
+        let listed = || {
+            entries
+                .iter()
+                .map(|e| format!("  {e}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let (name, how_entry) = match database {
+            Some(d) if entries.iter().any(|e| e.name == d) => (d, "given with --pgbouncer-db"),
+            Some(d) => {
+                return Err(StepError::failed(format!(
+                    "pgbouncer has no database entry {d} (--pgbouncer-db); its entries:\n{}",
+                    listed()
+                )))
+            }
+            None => match entries_for(&entries, source).as_slice() {
+                [one] => (one.name.clone(), "the entry pointing at the source"),
+                [] => {
+                    return Err(StepError::failed(format!(
+                        "no pgbouncer entry points at the source {}: name the application's entry \
+                         with --pgbouncer-db; its entries:\n{}",
+                        source.display(),
+                        listed()
+                    )))
+                }
+                many => {
+                    return Err(StepError::failed(format!(
+                        "{} pgbouncer entries point at the source {}: name the application's with \
+                         --pgbouncer-db:\n{}",
+                        many.len(),
+                        source.display(),
+                        many.iter()
+                            .map(|e| format!("  {e}"))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    )))
+                }
+            },
+        };
+        let (file, how_file) = match config {
+            Some(f) => (f, "given with --pgbouncer-config".to_string()),
+            None => {
+                let conffile = show_config(&c, "conffile").await?.ok_or_else(|| {
+                    StepError::failed(
+                        "pgbouncer's SHOW CONFIG names no conffile: give the file with \
+                         --pgbouncer-config",
+                    )
+                })?;
+                let main = PathBuf::from(&conffile);
+                match file_with_entry(&main, &name, 0) {
+                    Some(f) if f == main => (f, "pgbouncer's conffile (SHOW CONFIG)".into()),
+                    Some(f) => (f, format!("%include of {conffile}")),
+                    None => {
+                        return Err(StepError::failed(format!(
+                            "the entry {name} is in neither pgbouncer's conffile {conffile} nor a \
+                             file it %includes (readable from here): give the file with \
+                             --pgbouncer-config"
+                        )))
+                    }
+                }
+            }
+        };
+        let said = format!(
+            "pgbouncer entry {} ({how_entry}), in {} ({how_file})",
+            entries
+                .iter()
+                .find(|e| e.name == name)
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| name.clone()),
+            file.display()
+        );
+        Ok((
+            Bouncer {
+                admin: probe.admin,
+                database: name,
+                config: file,
+            },
+            said,
+        ))
+    }
+
     async fn console(&self) -> Result<Client, StepError> {
         let spec = self.admin.with_dbname("pgbouncer");
         conn::connect(&spec).await.map_err(|e| {
@@ -110,6 +245,68 @@ impl Bouncer {
         self.resume().await?;
         Ok(old)
     }
+}
+
+/// SHOW DATABASES, without the admin console's own entry.
+async fn show_databases(c: &Client) -> Result<Vec<Entry>, StepError> {
+    let rows = c.simple_query("SHOW DATABASES").await.map_err(|e| {
+        StepError::failed(format!(
+            "pgbouncer SHOW DATABASES: {}",
+            crate::native::first_line(&e.to_string())
+        ))
+    })?;
+    Ok(rows
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(Entry {
+                name: r.get("name")?.to_string(),
+                host: r.get("host").unwrap_or("").to_string(),
+                port: r.get("port").and_then(|p| p.parse().ok()).unwrap_or(5432),
+                database: r.get("database").unwrap_or("").to_string(),
+            }),
+            _ => None,
+        })
+        .filter(|e| e.name != "pgbouncer")
+        .collect())
+}
+
+/// One setting from SHOW CONFIG.
+async fn show_config(c: &Client, key: &str) -> Result<Option<String>, StepError> {
+    let rows = c.simple_query("SHOW CONFIG").await.map_err(|e| {
+        StepError::failed(format!(
+            "pgbouncer SHOW CONFIG: {}",
+            crate::native::first_line(&e.to_string())
+        ))
+    })?;
+    Ok(rows.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(r) if r.get("key") == Some(key) => {
+            r.get("value").map(str::to_string)
+        }
+        _ => None,
+    }))
+}
+
+/// The file, `file` or one it `%include`s (depth-first, at most 8 deep), whose
+/// `[databases]` section has the entry `db`.
+fn file_with_entry(file: &Path, db: &str, depth: usize) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(file).ok()?;
+    if replace_entry(&text, db, &ConnSpec::parse("postgresql:///x").ok()?).is_some() {
+        return Some(file.to_path_buf());
+    }
+    if depth >= 8 {
+        return None;
+    }
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("%include"))
+        .map(|rest| {
+            let p = PathBuf::from(rest.trim());
+            if p.is_relative() {
+                file.parent().map(|d| d.join(&p)).unwrap_or(p)
+            } else {
+                p
+            }
+        })
+        .find_map(|inc| file_with_entry(&inc, db, depth + 1))
 }
 
 /// Rewrite the `[databases]` entry `db` in `file` so that it points at `to` (host, port,
@@ -223,6 +420,26 @@ fn settings(value: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_entry_pointing_at_the_source_is_found() {
+        let e = |name: &str, host: &str, port: u16, db: &str| Entry {
+            name: name.into(),
+            host: host.into(),
+            port,
+            database: db.into(),
+        };
+        let entries = vec![
+            e("app", "localhost", 5432, "shop"),
+            e("reports", "127.0.0.1", 5432, "postgres"),
+            e("app_ro", "10.0.0.9", 5432, "shop"),
+        ];
+        let source = ConnSpec::parse("postgresql://u@127.0.0.1:5432/shop").unwrap();
+        let found = entries_for(&entries, &source);
+        assert_eq!(found, vec![&entries[0]]);
+        let twice = vec![entries[0].clone(), e("app2", "127.0.0.1", 5432, "shop")];
+        assert_eq!(entries_for(&twice, &source).len(), 2);
+    }
 
     #[test]
     fn only_the_named_entry_of_the_databases_section_changes() {

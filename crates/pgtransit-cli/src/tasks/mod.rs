@@ -164,11 +164,12 @@ pub struct SwitchoverFlags {
     /// password from .pgpass or PGPASSWORD)
     #[arg(long, value_name = "URL")]
     pub pgbouncer: Option<String>,
-    /// pgbouncer's database entry the application uses (default: the source's database name)
+    /// pgbouncer's database entry the application uses (default: the entry that SHOW
+    /// DATABASES shows pointing at the source's host, port and database)
     #[arg(long, value_name = "NAME")]
     pub pgbouncer_db: Option<String>,
-    /// The file with that entry in its [databases] section (pgbouncer.ini or a file it
-    /// includes); rewritten by --reroute pgbouncer
+    /// The file with that entry in its [databases] section, rewritten by --reroute
+    /// pgbouncer (default: SHOW CONFIG's conffile, or the file it %includes that has it)
     #[arg(long, value_name = "FILE")]
     pub pgbouncer_config: Option<PathBuf>,
     /// Refuse to start when the target is further behind than this many bytes

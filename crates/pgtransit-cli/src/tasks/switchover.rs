@@ -68,38 +68,48 @@ fn reroute(v: &str) -> Result<Reroute, Failure> {
     }
 }
 
-fn bouncer(f: &SwitchoverFlags, task: &Task) -> Result<Option<Bouncer>, Failure> {
+/// pgbouncer for the fence and reroute: its entry and config file from the admin console
+/// unless given (`Bouncer::discover`), said on stdout.
+async fn bouncer(
+    f: &SwitchoverFlags,
+    task: &Task,
+    quiet: bool,
+) -> Result<Option<Bouncer>, Failure> {
     let wanted = f.fence.contains("pgbouncer") || f.reroute == "pgbouncer";
-    let (Some(url), Some(config)) = (&f.pgbouncer, &f.pgbouncer_config) else {
-        if wanted {
-            return Err(Failure::usage(
-                "the pgbouncer fence and reroute need --pgbouncer ADMIN_URL (its admin console) and \
-                 --pgbouncer-config FILE (the file with the database entry)",
-            ));
-        }
+    if !wanted {
         return Ok(None);
+    }
+    let Some(url) = &f.pgbouncer else {
+        return Err(Failure::usage(
+            "the pgbouncer fence and reroute need --pgbouncer ADMIN_URL (its admin console, as \
+             a user in admin_users); the entry and the config file are found there",
+        ));
     };
     let admin = ConnSpec::parse(url).map_err(|e| Failure::usage(format!("--pgbouncer: {e}")))?;
-    Ok(Some(Bouncer {
+    let (b, said) = Bouncer::discover(
         admin,
-        database: f
-            .pgbouncer_db
-            .clone()
-            .unwrap_or_else(|| task.source.dbname()),
-        config: config.clone(),
-    }))
+        &task.source,
+        f.pgbouncer_db.clone(),
+        f.pgbouncer_config.clone(),
+    )
+    .await?;
+    if !quiet {
+        outln!("{said}");
+    }
+    Ok(Some(b))
 }
 
-fn options(
+async fn options(
     f: &SwitchoverFlags,
     task: &Task,
     reverse: Option<Task>,
     unfence_target: Option<Reopen>,
+    quiet: bool,
 ) -> Result<SwitchoverOptions, Failure> {
     Ok(SwitchoverOptions {
         fence: fence(&f.fence)?,
         reroute: reroute(&f.reroute)?,
-        bouncer: bouncer(f, task)?,
+        bouncer: bouncer(f, task, quiet).await?,
         max_lag_bytes: f.max_lag,
         barrier_timeout: Duration::from_secs(f.barrier_timeout),
         seq_shift: f.seq_shift,
@@ -290,7 +300,7 @@ async fn move_writes(a: SwitchoverArgs, unfence: Option<Reopen>) -> Result<u8, F
                 a.name
             )));
         }
-        let o = options(&flags, &task, None, None)?;
+        let o = options(&flags, &task, None, None, quiet).await?;
         let mut s = Session::new(&task, say);
         let said = switchover::undo(&mut s, &o, &mut progress).await?;
         if let Some(rev) = &progress.report.reverse {
@@ -311,7 +321,14 @@ async fn move_writes(a: SwitchoverArgs, unfence: Option<Reopen>) -> Result<u8, F
     } else {
         None
     };
-    let o = options(&flags, &task, reverse, unfence)?;
+    let o = options(&flags, &task, reverse, unfence, quiet).await?;
+    // What was found on pgbouncer's console is recorded: a resumed switchover, or --undo,
+    // acts on the same entry and file.
+    let mut flags = flags;
+    if let Some(b) = &o.bouncer {
+        flags.pgbouncer_db = Some(b.database.clone());
+        flags.pgbouncer_config = Some(b.config.clone());
+    }
     if a.dry_run {
         for line in switchover::plan(&task, &o) {
             outln!("{line}");

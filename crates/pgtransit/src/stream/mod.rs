@@ -117,13 +117,14 @@ fn exec_first_line(s: &str) -> &str {
 }
 
 /// The target session (kept across a source reconnect, opened again after a target
-/// restart), the copy's positions and where to start streaming.
+/// restart), the copy's positions, where to start streaming and the source's
+/// server_version_num (read again on each connection: a restart may have upgraded it).
 async fn prepare(
     s: &mut Session<'_>,
     target_spec: &conn::ConnSpec,
     origin: &str,
     kept: &mut Option<Arc<Client>>,
-) -> Result<(Arc<Client>, HashMap<u32, (u64, u64)>, u64), StepError> {
+) -> Result<(Arc<Client>, HashMap<u32, (u64, u64)>, u64, i32), StepError> {
     let client = match kept.take() {
         Some(c) if !c.is_closed() => c,
         _ => Arc::new(target_session(target_spec, origin, &s.task.name).await?),
@@ -143,7 +144,10 @@ async fn prepare(
     let applied = origin_progress(&client, origin).await?;
     let copies = copy_positions(&client, &s.task.name).await?;
     let start = start_position(s, &client, applied).await?;
-    Ok((client, copies, start))
+    let version = crate::catalog::server_version_num(s.client(Side::Source).await?)
+        .await
+        .map_err(|e| sql_error("reading the source version", e))?;
+    Ok((client, copies, start, version))
 }
 
 async fn origin_progress(c: &Client, origin: &str) -> Result<u64, StepError> {
@@ -339,7 +343,7 @@ pub async fn cdc(
         // Once streaming has worked, a failure to reconnect is a server restarting or a
         // network blip: wait and try again. Before that, it is a setup error: report it.
         let setup = prepare(s, &target_spec, &origin, &mut target).await;
-        let (client, copies, start) = match setup {
+        let (client, copies, start, source_version) = match setup {
             Ok(x) => x,
             Err(e)
                 if first_start.is_none()
@@ -370,12 +374,9 @@ pub async fn cdc(
         // pgoutput's `messages` option exists from 14 on (older servers refuse the stream
         // with it); the switchover's barrier is then an empty transaction, which pgoutput
         // before 15 sends as BEGIN/COMMIT all the same.
-        let version = crate::catalog::server_version_num(s.client(Side::Source).await?)
-            .await
-            .map_err(|e| sql_error("reading the source version", e))?;
         let cfg = conn::replication_config(&source, &task.slot, &task.publication)
             .with_start_lsn(Lsn(start))
-            .with_messages(version >= 140000)
+            .with_messages(source_version >= 140000)
             .with_options(SESSION_SETTINGS);
         let result = match ReplicationClient::connect(cfg).await {
             Ok(mut repl) => {

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use pgoutput::Relation;
 use tokio_postgres::Client;
 
+use crate::catalog::compat::portable;
 use crate::native::{sql_error, StepError};
 use crate::quote;
 
@@ -71,12 +72,21 @@ pub async fn resolve(
     equality_cache: &mut HashMap<u32, bool>,
 ) -> Result<Table, StepError> {
     let name = quote::qualified(&r.namespace, &r.name);
+    // The target may be older than the source (a downgrade, a rollback's reverse task):
+    // its catalog is read as it is (catalog::compat). Once per Relation message.
+    let version = crate::catalog::server_version_num(target)
+        .await
+        .map_err(|e| sql_error("reading the target version", e))?;
     let rows = target
         .query(
-            "SELECT a.attname::text, a.attgenerated <> '', a.attidentity = 'a', a.attrelid, \
-             format_type(a.atttypid, a.atttypmod), a.atttypid, c.relkind::text \
-             FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
-             WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
+            portable(
+                "SELECT a.attname::text, a.attgenerated <> '', a.attidentity = 'a', a.attrelid, \
+                 format_type(a.atttypid, a.atttypmod), a.atttypid, c.relkind::text \
+                 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+                 WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
+                version,
+            )
+            .as_ref(),
             &[&name],
         )
         .await
@@ -129,9 +139,9 @@ pub async fn resolve(
         .collect();
     let full_identity = r.replica_identity == b'f';
     if !full_identity {
-        check_identity(target, relid, &name, &source_key).await?;
+        check_identity(target, version, relid, &name, &source_key).await?;
     }
-    let batch_updates = !unique_beyond_key(target, relid, &source_key).await?;
+    let batch_updates = !unique_beyond_key(target, version, relid, &source_key).await?;
     let mut equality = Vec::with_capacity(target_cols.len());
     for row in &target_cols {
         equality.push(has_equality(target, row.get(5), equality_cache).await?);
@@ -170,14 +180,18 @@ pub async fn resolve(
 
 /// The columns of the target table's replica identity (its REPLICA IDENTITY index, or its
 /// primary key under DEFAULT), sorted; empty when it has none.
-async fn target_identity(c: &Client, relid: u32) -> Result<Vec<String>, StepError> {
+async fn target_identity(c: &Client, version: i32, relid: u32) -> Result<Vec<String>, StepError> {
     let row = c
         .query_one(
-            "SELECT coalesce((SELECT array_agg(a.attname::text ORDER BY a.attname) \
+            portable(
+                "SELECT coalesce((SELECT array_agg(a.attname::text ORDER BY a.attname) \
                FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey[0:i.indnkeyatts - 1]) \
                WHERE i.indrelid = r.oid AND CASE r.relreplident WHEN 'i' THEN i.indisreplident \
                                                  WHEN 'd' THEN i.indisprimary ELSE false END), '{}') \
              FROM pg_class r WHERE r.oid = $1",
+                version,
+            )
+            .as_ref(),
             &[&relid],
         )
         .await
@@ -190,6 +204,7 @@ async fn target_identity(c: &Client, relid: u32) -> Result<Vec<String>, StepErro
 /// subscriber stops on it): stop with what to run on the target.
 async fn check_identity(
     c: &Client,
+    version: i32,
     relid: u32,
     name: &str,
     source_key: &[&str],
@@ -197,7 +212,7 @@ async fn check_identity(
     if source_key.is_empty() {
         return Ok(());
     }
-    let target = target_identity(c, relid).await?;
+    let target = target_identity(c, version, relid).await?;
     let mut source: Vec<String> = source_key.iter().map(|s| s.to_string()).collect();
     source.sort();
     if target.is_empty() || target == source {
@@ -211,12 +226,16 @@ async fn check_identity(
     };
     let index: Option<String> = c
         .query_opt(
-            "SELECT quote_ident(ic.relname) FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid \
+            portable(
+                "SELECT quote_ident(ic.relname) FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid \
              WHERE i.indrelid = $1 AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL \
                AND NOT i.indisreplident \
                AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute a \
                     WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey[0:i.indnkeyatts - 1])) = $2::text[] \
              LIMIT 1",
+                version,
+            )
+            .as_ref(),
             &[&relid, &source],
         )
         .await
@@ -241,11 +260,17 @@ async fn check_identity(
 
 /// Whether a unique index or exclusion constraint of the target table (or of its
 /// partitions) covers a column outside `key` (or an expression).
-async fn unique_beyond_key(c: &Client, relid: u32, key: &[&str]) -> Result<bool, StepError> {
+async fn unique_beyond_key(
+    c: &Client,
+    version: i32,
+    relid: u32,
+    key: &[&str],
+) -> Result<bool, StepError> {
     let key: Vec<String> = key.iter().map(|s| s.to_string()).collect();
     let row = c
         .query_one(
-            "WITH RECURSIVE parts(r) AS (SELECT $1::oid UNION ALL \
+            portable(
+                "WITH RECURSIVE parts(r) AS (SELECT $1::oid UNION ALL \
                SELECT i.inhrelid FROM pg_inherits i JOIN parts p ON i.inhparent = p.r) \
              SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid IN (SELECT r FROM parts) \
                AND (i.indisunique OR EXISTS (SELECT 1 FROM pg_constraint k \
@@ -253,6 +278,9 @@ async fn unique_beyond_key(c: &Client, relid: u32, key: &[&str]) -> Result<bool,
                AND (i.indexprs IS NOT NULL OR EXISTS (SELECT 1 FROM pg_attribute a \
                     WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey[0:i.indnkeyatts - 1]) \
                       AND NOT a.attname::text = ANY ($2::text[]))))",
+                version,
+            )
+            .as_ref(),
             &[&relid, &key],
         )
         .await
