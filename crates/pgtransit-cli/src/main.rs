@@ -17,6 +17,7 @@ mod out;
 mod check_cmd;
 mod demo;
 mod native_cmd;
+mod progress;
 mod task_cmd;
 mod tasks;
 mod verify_cmd;

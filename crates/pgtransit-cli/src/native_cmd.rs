@@ -522,23 +522,86 @@ fn print_done(report: &impl serde::Serialize) -> Result<(), Failure> {
     Ok(())
 }
 
-/// JSON lines on stdout with --json (one event each), readable lines otherwise.
+/// JSON lines on stdout with --json (one event each), readable lines otherwise; on a
+/// terminal, the copy's totals and a catch-up's lag as progress bars (`progress`), the other
+/// lines printed above them.
 fn event_printer(json: bool) -> pgtransit::snapshot::Events {
+    use pgtransit::snapshot::CopyEvent;
     // The stream's metrics come every 2 s; a line of them every 10 s is enough to read.
     let last = std::sync::Mutex::new(None::<Instant>);
-    std::sync::Arc::new(move |e: pgtransit::snapshot::CopyEvent| {
-        if matches!(e, pgtransit::snapshot::CopyEvent::Cdc(_)) && !json {
+    let last_progress = std::sync::Mutex::new(None::<Instant>);
+    let bars = crate::progress::wanted(json);
+    let copy = std::sync::Mutex::new(None::<crate::progress::CopyBar>);
+    // The catch-up bar and the lag it started from.
+    let catch_up = std::sync::Mutex::new(None::<(indicatif::ProgressBar, u64)>);
+    std::sync::Arc::new(move |e: CopyEvent| {
+        if json {
+            outln!("{}", serde_json::to_string(&e).unwrap_or_default());
+            return;
+        }
+        if bars {
+            let mut copy = copy.lock().unwrap_or_else(|p| p.into_inner());
+            match &e {
+                CopyEvent::Progress {
+                    units_done,
+                    units_total,
+                    rows,
+                    bytes,
+                    percent,
+                    eta_seconds,
+                    ..
+                } => {
+                    copy.get_or_insert_with(|| {
+                        crate::progress::CopyBar::new(crate::progress::target(json))
+                    })
+                    .update(
+                        *percent,
+                        *rows,
+                        *bytes,
+                        (*units_done, *units_total),
+                        *eta_seconds,
+                    );
+                    return;
+                }
+                CopyEvent::Cdc(m) => {
+                    let mut c = catch_up.lock().unwrap_or_else(|p| p.into_inner());
+                    let lag = m.lag_bytes;
+                    let (bar, from) = c.get_or_insert_with(|| {
+                        (
+                            crate::progress::catch_up_bar(crate::progress::target(json), lag),
+                            lag.max(1),
+                        )
+                    });
+                    bar.set_position(from.saturating_sub(lag));
+                    return;
+                }
+                _ => {
+                    if let Some(bar) = copy.as_ref() {
+                        bar.println(&e.to_string());
+                        return;
+                    }
+                    let c = catch_up.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some((bar, _)) = c.as_ref() {
+                        bar.println(e.to_string());
+                        return;
+                    }
+                }
+            }
+        }
+        // Plain lines: the metrics every 10 s, the copy's totals every 5 s.
+        let every = match e {
+            CopyEvent::Cdc(_) => Some((&last, 10)),
+            CopyEvent::Progress { .. } => Some((&last_progress, 5)),
+            _ => None,
+        };
+        if let Some((last, secs)) = every {
             let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
-            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
+            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(secs)) {
                 return;
             }
             *last = Some(Instant::now());
         }
-        if json {
-            outln!("{}", serde_json::to_string(&e).unwrap_or_default())
-        } else {
-            outln!("{e}")
-        }
+        outln!("{e}")
     })
 }
 

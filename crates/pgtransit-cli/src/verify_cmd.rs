@@ -82,7 +82,26 @@ pub async fn run(a: VerifyArgs) -> Result<u8, Failure> {
                 .unwrap_or_default()
         );
     }
-    let r = verify::verify(&task, &o, &say).await?;
+    // On a terminal: a bar over the pieces compared (a table first whole, then its chunks
+    // if it differs), with the rows compared so far.
+    let bar = crate::progress::wanted(json)
+        .then(|| crate::progress::count_bar(crate::progress::target(json), "verify", 0));
+    let mut o = o;
+    if let Some(b) = &bar {
+        let b = b.clone();
+        o.progress = Some(verify::ProgressHook(std::sync::Arc::new(
+            move |done, known, rows| {
+                b.set_length(known as u64);
+                b.set_position(done as u64);
+                b.set_message(format!("pieces, {rows} source rows"));
+            },
+        )));
+    }
+    let r = verify::verify(&task, &o, &say).await;
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let r = r?;
     if json {
         outln!(
             "{}",

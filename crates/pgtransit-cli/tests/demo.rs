@@ -10,18 +10,60 @@ fn field<'a>(out: &'a str, name: &str) -> &'a str {
         .trim()
 }
 
+/// The text without terminal escape sequences and carriage returns.
+fn plain(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => {
+                // CSI: ESC [ params letter
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    for d in chars.by_ref() {
+                        if d.is_ascii_alphabetic() {
+                            break;
+                        }
+                    }
+                }
+            }
+            '\r' => out.push('\n'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[test]
 fn the_demo_switches_over_under_load_and_reports() {
-    let o = Command::new(env!("CARGO_BIN_EXE_pgtransit"))
-        .arg("demo")
-        .output()
-        .unwrap();
-    let out = format!(
+    // In a pseudo-terminal (util-linux `script`), as a user runs it: the copy shows its
+    // progress bar there. Without `script`, plainly, and the bar is not checked.
+    let bin = env!("CARGO_BIN_EXE_pgtransit");
+    let in_terminal = Command::new("script").arg("--version").output().is_ok();
+    let o = if in_terminal {
+        Command::new("script")
+            .args(["-qec", &format!("{bin} demo"), "/dev/null"])
+            .env("TERM", "xterm")
+            .output()
+            .unwrap()
+    } else {
+        eprintln!("NOTE: util-linux `script` is missing: the demo runs without a terminal");
+        Command::new(bin).arg("demo").output().unwrap()
+    };
+    let out = plain(&format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
-    );
+    ));
     assert!(o.status.success(), "{out}");
+    if in_terminal {
+        assert!(
+            out.lines().any(|l| l.starts_with("copy   [")
+                && l.contains(" rows ")
+                && l.contains(" tables")),
+            "no copy progress bar in the terminal:\n{out}"
+        );
+    }
     let downtime: f64 = field(&out, "write downtime")
         .split(' ')
         .next()

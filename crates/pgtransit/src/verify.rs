@@ -42,6 +42,19 @@ pub struct VerifyOptions {
     pub recheck_pause: Duration,
     /// Keys listed per table at most.
     pub max_keys: usize,
+    /// Called as pieces of the work finish: (pieces done, pieces known so far, source rows
+    /// compared so far). For progress bars.
+    pub progress: Option<ProgressHook>,
+}
+
+/// A progress callback (see `VerifyOptions::progress`).
+#[derive(Clone)]
+pub struct ProgressHook(pub Arc<dyn Fn(usize, usize, i64) + Send + Sync>);
+
+impl std::fmt::Debug for ProgressHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressHook")
+    }
 }
 
 impl Default for VerifyOptions {
@@ -54,6 +67,7 @@ impl Default for VerifyOptions {
             rechecks: 3,
             recheck_pause: Duration::from_secs(2),
             max_keys: 100,
+            progress: None,
         }
     }
 }
@@ -460,12 +474,13 @@ pub async fn verify(
     let queue = Arc::new(Mutex::new(queue));
     let results = Arc::new(Mutex::new(results));
     let busy = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
     for _ in 0..o.jobs.max(1) {
         let (list, queue, results, o) = (list.clone(), queue.clone(), results.clone(), o.clone());
         let (src, dst) = (task.source.clone(), target_spec.clone());
         let task = task.clone();
-        let busy = busy.clone();
+        let (busy, done) = (busy.clone(), done.clone());
         workers.push(tokio::spawn(async move {
             let (s, d) = (session(&src).await?, session(&dst).await?);
             let lost = || StepError::failed("a verify worker panicked".to_string());
@@ -497,6 +512,17 @@ pub async fn verify(
                 }
                 busy.fetch_sub(1, Ordering::SeqCst);
                 split?;
+                if let Some(hook) = &o.progress {
+                    let finished = done.fetch_add(1, Ordering::SeqCst) + 1;
+                    let (known, rows) = {
+                        let r = results.lock().map_err(|_| lost())?;
+                        // A split table's whole-table look is one piece more than its chunks.
+                        let known: usize =
+                            r.iter().map(|t| t.chunks + usize::from(t.chunks > 1)).sum();
+                        (known, r.iter().map(|t| t.source_rows).sum::<i64>())
+                    };
+                    (hook.0)(finished, known.max(finished), rows);
+                }
             }
         }));
     }

@@ -68,8 +68,40 @@ fn describe(home: &Path) -> Result<serde_json::Value, Failure> {
 fn wait_for_cdc(home: &Path) -> Result<(), Failure> {
     let t = Instant::now();
     let mut seen = String::new();
+    // On a terminal, the copy's totals as a bar (from describe's metrics), the step lines
+    // above it.
+    let bar = crate::progress::wanted(false)
+        .then(|| crate::progress::CopyBar::new(crate::progress::target(false)));
+    let result = wait_for_cdc_with(home, t, &mut seen, bar.as_ref());
+    if let Some(b) = &bar {
+        b.finish();
+    }
+    result
+}
+
+fn wait_for_cdc_with(
+    home: &Path,
+    t: Instant,
+    seen: &mut String,
+    bar: Option<&crate::progress::CopyBar>,
+) -> Result<(), Failure> {
     loop {
         let d = describe(home)?;
+        if let Some(b) = bar {
+            let v = &d["metrics"]["values"];
+            if let Some(percent) = v["percent"].as_f64() {
+                b.update(
+                    percent,
+                    v["rows"].as_u64().unwrap_or(0),
+                    v["bytes"].as_u64().unwrap_or(0),
+                    (
+                        v["units_done"].as_u64().unwrap_or(0) as usize,
+                        v["units_total"].as_u64().unwrap_or(0) as usize,
+                    ),
+                    v["eta_seconds"].as_f64(),
+                );
+            }
+        }
         let steps = d["steps"].as_array().cloned().unwrap_or_default();
         let now: Vec<String> = steps
             .iter()
@@ -82,9 +114,13 @@ fn wait_for_cdc(home: &Path) -> Result<(), Failure> {
             })
             .collect();
         let line = now.join(", ");
-        if line != seen {
-            outln!("  [{:>5.1} s] {line}", t.elapsed().as_secs_f64());
-            seen = line;
+        if line != *seen {
+            let shown = format!("  [{:>5.1} s] {line}", t.elapsed().as_secs_f64());
+            match bar {
+                Some(b) => b.println(&shown),
+                None => outln!("{shown}"),
+            }
+            *seen = line;
         }
         if steps
             .iter()

@@ -55,6 +55,7 @@ impl Worker {
         // Metrics arrive every 2 s; the log gets one line of them every 30 s.
         let last_line = Arc::new(Mutex::new(None::<std::time::Instant>));
         let last_warning = Arc::new(Mutex::new(None::<std::time::Instant>));
+        let last_progress = Arc::new(Mutex::new(None::<std::time::Instant>));
         Arc::new(move |e: CopyEvent| {
             match &e {
                 CopyEvent::Cdc(m) => {
@@ -89,6 +90,13 @@ impl Worker {
                         st.copy = Some(json.clone());
                     }
                     let _ = w.with_store(|s| s.put_metrics(&w.name, &json));
+                    // Published every second (describe and the bars follow it); logged
+                    // every five.
+                    let mut last = last_progress.lock().unwrap_or_else(|p| p.into_inner());
+                    if last.is_some_and(|t| t.elapsed() < Duration::from_secs(5)) {
+                        return;
+                    }
+                    *last = Some(std::time::Instant::now());
                 }
                 _ => {}
             }

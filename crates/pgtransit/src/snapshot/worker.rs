@@ -89,29 +89,34 @@ pub async fn run(
         }
         return Err(e);
     }
+    // The totals once a second (progress bars follow them; the worker's log and plain
+    // output show one line in five), and once more at the end.
+    let progress = move |c: &Counters| {
+        let bytes = c.bytes.load(Ordering::Relaxed);
+        let done = c.planned_done.load(Ordering::Relaxed) as f64;
+        let fraction = if planned > 0 {
+            (done / planned as f64).min(1.0)
+        } else {
+            0.0
+        };
+        let elapsed = started.elapsed().as_secs_f64();
+        CopyEvent::Progress {
+            units_done: c.units.load(Ordering::Relaxed),
+            units_total,
+            rows: c.rows.load(Ordering::Relaxed),
+            bytes,
+            percent: fraction * 100.0,
+            bytes_per_second: bytes as f64 / elapsed.max(0.001),
+            eta_seconds: (fraction > 0.0).then(|| elapsed * (1.0 - fraction) / fraction),
+        }
+    };
     let ticker = {
         let counters = counters.clone();
         let events = events.clone();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                let bytes = counters.bytes.load(Ordering::Relaxed);
-                let done = counters.planned_done.load(Ordering::Relaxed) as f64;
-                let fraction = if planned > 0 {
-                    (done / planned as f64).min(1.0)
-                } else {
-                    0.0
-                };
-                let elapsed = started.elapsed().as_secs_f64();
-                events(CopyEvent::Progress {
-                    units_done: counters.units.load(Ordering::Relaxed),
-                    units_total,
-                    rows: counters.rows.load(Ordering::Relaxed),
-                    bytes,
-                    percent: fraction * 100.0,
-                    bytes_per_second: bytes as f64 / elapsed.max(0.001),
-                    eta_seconds: (fraction > 0.0).then(|| elapsed * (1.0 - fraction) / fraction),
-                });
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                events(progress(&counters));
             }
         })
     };
@@ -132,6 +137,7 @@ pub async fn run(
     if let Some(e) = first_error {
         return Err(e);
     }
+    events(progress(&counters));
     Ok(Totals {
         units: counters.units.load(Ordering::SeqCst),
         rows: counters.rows.load(Ordering::SeqCst),
