@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::Instant;
 
 mod apply;
+mod drain;
 mod verify;
 
 use pgsandbox::{Builder, Cluster};
@@ -213,6 +214,9 @@ fn main() {
     );
     if std::env::args().any(|a| a == "--apply") {
         return apply_bench(&pgtransit);
+    }
+    if std::env::args().any(|a| a == "--drain") {
+        return drain_bench(&pgtransit);
     }
     if std::env::args().any(|a| a == "--verify") {
         let args: Vec<String> = std::env::args().collect();
@@ -494,4 +498,33 @@ fn apply_bench(pgtransit: &Path) {
     )
     .unwrap();
     eprintln!("results written to {}", dir.display());
+}
+
+/// `--drain [--load-secs N] [--runs N]`: see drain.rs.
+fn drain_bench(pgtransit: &Path) {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |name: &str, default: u64| -> u64 {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (load, runs) = (value("--load-secs", 30), value("--runs", 3) as usize);
+    let (all, md) = drain::run(
+        pgtransit,
+        || (cluster("source"), cluster("target")),
+        load,
+        runs,
+    );
+    println!("{md}");
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/results"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("drain-latest.md"), &md).unwrap();
+    std::fs::write(
+        dir.join("drain-latest.json"),
+        serde_json::to_string_pretty(&all).unwrap(),
+    )
+    .unwrap();
+    eprintln!("wrote {}", dir.join("drain-latest.md").display());
 }
