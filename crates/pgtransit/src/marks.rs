@@ -72,15 +72,7 @@ pub async fn claim(target: &Client, kind: Kind, name: &str, task: &str) -> Resul
 
 /// The task a mark gives `name` to; None when there is no mark (or no table of marks).
 pub async fn owner(target: &Client, kind: Kind, name: &str) -> Result<Option<String>, StepError> {
-    let exists: bool = target
-        .query_one(
-            "SELECT to_regclass('pgtransit.owned_objects') IS NOT NULL",
-            &[],
-        )
-        .await
-        .map_err(|e| sql_error("looking for pgtransit.owned_objects (on the target)", e))?
-        .get(0);
-    if !exists {
+    if !table_exists(target).await? {
         return Ok(None);
     }
     Ok(target
@@ -110,15 +102,7 @@ pub async fn release(target: &Client, kind: Kind, name: &str) -> Result<(), Step
 
 /// Whether any mark is left (the `pgtransit` schema goes with the last one).
 pub async fn any(target: &Client) -> Result<bool, StepError> {
-    let exists: bool = target
-        .query_one(
-            "SELECT to_regclass('pgtransit.owned_objects') IS NOT NULL",
-            &[],
-        )
-        .await
-        .map_err(|e| sql_error("looking for pgtransit.owned_objects (on the target)", e))?
-        .get(0);
-    if !exists {
+    if !table_exists(target).await? {
         return Ok(false);
     }
     target
@@ -126,4 +110,16 @@ pub async fn any(target: &Client) -> Result<bool, StepError> {
         .await
         .map(|r| r.get(0))
         .map_err(|e| sql_error("reading pgtransit.owned_objects (on the target)", e))
+}
+
+/// Whether the target has the table of marks (no task marked anything there yet: no).
+async fn table_exists(target: &Client) -> Result<bool, StepError> {
+    target
+        .query_one(
+            "SELECT to_regclass('pgtransit.owned_objects') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map(|r| r.get(0))
+        .map_err(|e| sql_error("looking for pgtransit.owned_objects (on the target)", e))
 }

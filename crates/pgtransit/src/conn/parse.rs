@@ -233,6 +233,12 @@ impl ConnSpec {
         if let Some(pw) = env("PGPASSWORD") {
             return Some(Secret::new(pw));
         }
+        self.pgpass_line().map(|(_, pw)| Secret::new(pw))
+    }
+
+    /// The password file this connection reads (`passfile`, PGPASSFILE, else ~/.pgpass,
+    /// None for the default) and the password its matching line gives.
+    fn pgpass_line(&self) -> Option<(Option<String>, String)> {
         let file = self.passfile.clone().or_else(|| env("PGPASSFILE"));
         super::pgpass::lookup(
             file.as_deref(),
@@ -241,7 +247,7 @@ impl ConnSpec {
             &self.dbname(),
             &self.user(),
         )
-        .map(Secret::new)
+        .map(|pw| (file, pw))
     }
 
     /// Where the password `resolve_password` finds comes from, for messages (never the
@@ -253,15 +259,7 @@ impl ConnSpec {
         if env("PGPASSWORD").is_some() {
             return Some("PGPASSWORD".into());
         }
-        let file = self.passfile.clone().or_else(|| env("PGPASSFILE"));
-        super::pgpass::lookup(
-            file.as_deref(),
-            &self.host(),
-            self.port(),
-            &self.dbname(),
-            &self.user(),
-        )
-        .map(|_| {
+        self.pgpass_line().map(|(file, _)| {
             format!(
                 "the password file {}",
                 file.unwrap_or_else(|| "~/.pgpass".into())
