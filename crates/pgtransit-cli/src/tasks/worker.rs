@@ -149,13 +149,10 @@ fn lock(store: &Store, name: &str) -> Result<std::fs::File, Failure> {
             .and_then(|t| t.pid)
             .map(|p| format!(" (pid {p})"))
             .unwrap_or_default();
-        return Err(Failure {
-            code: 4,
-            message: format!(
-                "another worker is running task {name}{pid}: one worker per task. \
+        return Err(Failure::refused(format!(
+            "another worker is running task {name}{pid}: one worker per task. \
                  Stop it with `pgtransit terminate {name}` or wait for it"
-            ),
-        });
+        )));
     }
     Ok(f)
 }

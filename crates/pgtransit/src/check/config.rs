@@ -224,6 +224,13 @@ async fn target_checks(
         .map(|t| t.user())
         .unwrap_or_default();
     let me = quote::ident(&tuser);
+    let db = quote::ident(
+        &ctx.task
+            .target
+            .as_ref()
+            .map(|t| t.dbname())
+            .unwrap_or_default(),
+    );
     let r = dst
         .query_one(
             "SELECT rolsuper, has_database_privilege(current_database(), 'CREATE'), \
@@ -246,16 +253,7 @@ async fn target_checks(
                     "role {me} lacks CREATE on the target database: the schema cannot be created"
                 ),
             )
-            .fix(format!(
-                "GRANT CREATE ON DATABASE {} TO {me};",
-                quote::ident(
-                    &ctx.task
-                        .target
-                        .as_ref()
-                        .map(|t| t.dbname())
-                        .unwrap_or_default()
-                )
-            )),
+            .fix(format!("GRANT CREATE ON DATABASE {db} TO {me};")),
         );
     }
     // A standby, or sessions that start read-only (server, database or role setting; a
@@ -279,13 +277,6 @@ async fn target_checks(
             .fix("point --target at a primary, or promote this server first"),
         );
     } else if read_only {
-        let db = quote::ident(
-            &ctx.task
-                .target
-                .as_ref()
-                .map(|t| t.dbname())
-                .unwrap_or_default(),
-        );
         out.push(
             Finding::new(
                 CHECK,

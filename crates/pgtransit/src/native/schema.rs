@@ -398,15 +398,8 @@ async fn guard_target_tables(s: &mut Session<'_>, o: &SchemaOptions) -> Result<(
 /// The pg_dump for this source and target (`tools::pg_dump_for`: PGTRANSIT_PG_BINDIR pins
 /// it), and how its pg_restore restores into the target.
 async fn client_programs(s: &mut Session<'_>) -> Result<(PathBuf, Restorer), StepError> {
-    let version = |e| super::exec::sql_error("reading the server version", e);
-    let source = crate::catalog::server_version_num(s.client(Side::Source).await?)
-        .await
-        .map_err(version)?
-        / 10000;
-    let target = crate::catalog::server_version_num(s.client(Side::Target).await?)
-        .await
-        .map_err(version)?
-        / 10000;
+    let source = s.version(Side::Source).await? / 10000;
+    let target = s.version(Side::Target).await? / 10000;
     let (pg_dump, major) = tools::pg_dump_for(source as u32, Some(target as u32))
         .map_err(|e| StepError::failed(format!("{}\n  fix: {}", e.problem, e.fix)))?;
     let restorer = Restorer::new(&pg_dump, major, target as u32);

@@ -357,9 +357,7 @@ async fn create_sub_with(s: &mut Session<'_>, copy_data: bool) -> Result<(), Ste
     // CREATE SUBSCRIPTION creates the slot: marked as this task's first.
     let target = s.client(Side::Target).await?;
     crate::marks::claim(target, crate::marks::Kind::Slot, &task.slot, &task.name).await?;
-    let version = crate::catalog::server_version_num(s.client(Side::Source).await?)
-        .await
-        .map_err(|e| super::exec::sql_error("reading the source version", e))?;
+    let version = s.version(Side::Source).await?;
     let query = sql::for_task_with(
         sql::CREATE_SUB,
         task,

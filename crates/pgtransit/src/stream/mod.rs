@@ -144,9 +144,8 @@ async fn prepare(
     let applied = origin_progress(&client, origin).await?;
     let copies = copy_positions(&client, &s.task.name).await?;
     let start = start_position(s, &client, applied).await?;
-    let version = crate::catalog::server_version_num(s.client(Side::Source).await?)
-        .await
-        .map_err(|e| sql_error("reading the source version", e))?;
+    // Cached with the session's source connection, and forgotten with it on a reconnect.
+    let version = s.version(Side::Source).await?;
     Ok((client, copies, start, version))
 }
 
