@@ -77,38 +77,6 @@ fn native_flow_through_the_commands() {
     assert_migrated(&p);
 }
 
-/// Run a generated script without a terminal, as a job would.
-fn script(
-    ctx: &std::path::Path,
-    bindir: &std::path::Path,
-    name: &str,
-    args: &[&str],
-) -> std::process::Output {
-    let path = format!(
-        "{}:{}",
-        bindir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    std::process::Command::new(ctx.join(name))
-        .args(args)
-        .env("PATH", path)
-        .env_remove("MIGRATION_CONTEXT")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run script")
-}
-
-fn script_ok(ctx: &std::path::Path, bindir: &std::path::Path, name: &str, args: &[&str]) -> String {
-    let o = script(ctx, bindir, name, args);
-    assert!(
-        o.status.success(),
-        "{name} {args:?} failed ({:?}):\n{}",
-        o.status.code(),
-        text(&o)
-    );
-    text(&o)
-}
-
 #[test]
 fn native_flow_through_the_generated_scripts() {
     let p = hard_pair();

@@ -183,3 +183,83 @@ fn a_slot_marked_by_another_task_is_not_consumed_nor_dropped() {
         "1"
     );
 }
+
+/// `pgtransit drop-sub` and the generated `drop-sub` script refuse the same subscriptions
+/// with the same exit code: one marked as another task's, and one with no pgtransit mark.
+#[test]
+fn drop_sub_refuses_a_subscription_not_the_tasks_in_the_command_and_the_script() {
+    let p = empty_pair("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);");
+    p.target
+        .psql(DB, "CREATE TABLE t (id int PRIMARY KEY)")
+        .unwrap();
+    p.source
+        .psql(DB, "CREATE PUBLICATION someone_elses FOR TABLE t")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = task_file(&p, dir.path(), "guarded");
+    let f = file.to_str().unwrap();
+    ok(&["generate", "-t", f]);
+    let ctx = dir.path().join("ctx").join("guarded");
+    let bin = p.source.bindir().to_path_buf();
+    let sub = "pgtransit_guarded";
+    let count = || {
+        one(
+            &p.target,
+            DB,
+            &format!("SELECT count(*) FROM pg_subscription WHERE subname = '{sub}'"),
+        )
+    };
+    for (comment, said) in [
+        (
+            Some("created by pgtransit for task other"),
+            "was created by pgtransit for task other, not by this task",
+        ),
+        (None, "not created by pgtransit"),
+    ] {
+        p.target
+            .psql(
+                DB,
+                &format!(
+                    "CREATE SUBSCRIPTION {sub} CONNECTION '{}' PUBLICATION someone_elses \
+                     WITH (connect = false)",
+                    p.source.url(DB)
+                ),
+            )
+            .unwrap();
+        if let Some(c) = comment {
+            p.target
+                .psql(DB, &format!("COMMENT ON SUBSCRIPTION {sub} IS '{c}'"))
+                .unwrap();
+        }
+        let o = pgtransit(&["drop-sub", "-t", f]);
+        assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+        assert!(text(&o).contains(said), "{}", text(&o));
+        let o = script(&ctx, &bin, "drop-sub", &["-y"]);
+        assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+        assert!(text(&o).contains(said), "{}", text(&o));
+        assert_eq!(count(), "1", "both kept the subscription ({comment:?})");
+        p.target
+            .psql(
+                DB,
+                &format!(
+                    "ALTER SUBSCRIPTION {sub} SET (slot_name = NONE); DROP SUBSCRIPTION {sub}"
+                ),
+            )
+            .unwrap();
+    }
+    // The task's own subscription goes, through the script as through the command.
+    ok(&["create-pub", "-t", f]);
+    ok(&["create-sub", "-t", f]);
+    script_ok(&ctx, &bin, "drop-sub", &["-y"]);
+    assert_eq!(count(), "0");
+    assert_eq!(
+        one(
+            &p.source,
+            DB,
+            &format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{sub}'")
+        ),
+        "0",
+        "the task's slot is dropped with its subscription"
+    );
+    ok(&["drop-pub", "-t", f]);
+}

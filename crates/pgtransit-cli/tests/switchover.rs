@@ -75,19 +75,26 @@ fn readonly_switchover(engine: &str, reverse: bool) {
         "readonly",
         "--verify",
         "count",
+        "--json",
     ];
     if reverse {
         args.push("--reverse");
     }
-    let out = pt_ok(h, &args);
-    assert!(out.contains("switched over: write downtime"), "{out}");
-    let downtime: f64 = out
-        .split("write downtime ")
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    assert!(downtime < 2.0, "write downtime {downtime} s:\n{out}");
+    // With --json, stdout is one JSON document and nothing else (verify's lines included).
+    let o = pt(h, &args);
+    assert!(o.status.success(), "{}", text(&o));
+    let out: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "switchover --json printed more than JSON ({e}):\n{}",
+            text(&o)
+        )
+    });
+    let downtime = out["report"]["downtime_seconds"].as_f64().unwrap();
+    assert!(downtime < 2.0, "write downtime {downtime} s:\n{out:#}");
+    assert!(
+        out["report"]["rows_verified"].as_u64().unwrap() > 0,
+        "{out:#}"
+    );
     // The application is locked out of the source, whatever it sets for itself.
     let refused = app_write(&p).expect_err("no write on the source after the fence");
     assert!(refused.contains("connection"), "{refused}");

@@ -423,3 +423,40 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Run a generated script without a terminal, as a job would.
+pub fn script(
+    ctx: &std::path::Path,
+    bindir: &std::path::Path,
+    name: &str,
+    args: &[&str],
+) -> std::process::Output {
+    let path = format!(
+        "{}:{}",
+        bindir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    std::process::Command::new(ctx.join(name))
+        .args(args)
+        .env("PATH", path)
+        .env_remove("MIGRATION_CONTEXT")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script")
+}
+
+pub fn script_ok(
+    ctx: &std::path::Path,
+    bindir: &std::path::Path,
+    name: &str,
+    args: &[&str],
+) -> String {
+    let o = script(ctx, bindir, name, args);
+    assert!(
+        o.status.success(),
+        "{name} {args:?} failed ({:?}):\n{}",
+        o.status.code(),
+        text(&o)
+    );
+    text(&o)
+}

@@ -30,6 +30,8 @@ pub const SEQUENCE_VALUES: &str = include_str!("sql/sequence-values.sql");
 pub const COPY_SEQ: &str = include_str!("sql/copy-seq.sql");
 pub const DROP_SUB: &str = include_str!("sql/drop-sub.sql");
 pub const DROP_SLOT: &str = include_str!("sql/drop-slot.sql");
+/// psql only (`\if`): the generated drop-sub's check of the slot's mark.
+pub const SLOT_MARK: &str = include_str!("sql/slot-mark.sql");
 pub const DROP_PUB: &str = include_str!("sql/drop-pub.sql");
 pub const REFRESH_SUB: &str = include_str!("sql/refresh-sub.sql");
 
@@ -56,6 +58,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("copy-seq.sql", COPY_SEQ),
     ("drop-sub.sql", DROP_SUB),
     ("drop-slot.sql", DROP_SLOT),
+    ("slot-mark.sql", SLOT_MARK),
     ("drop-pub.sql", DROP_PUB),
     ("refresh-sub.sql", REFRESH_SUB),
 ];

@@ -594,7 +594,9 @@ pub async fn switchover(
                 rechecks: 0,
                 ..Default::default()
             };
-            let say = |l: &str| println!("{l}");
+            // Verify's lines go where the session's go: the caller decides (text on a
+            // terminal, nothing under --json).
+            let say = |l: &str| s.say(&format!("    {}", l.trim_start()));
             let v = verify::verify(task, &vo, &say).await?;
             p.report.rows_verified = v.rows_verified;
             if v.failures() > 0 {
