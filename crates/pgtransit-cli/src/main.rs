@@ -146,6 +146,23 @@ impl Failure {
     }
 }
 
+/// The one place where the library's kinds of failure become exit codes.
+impl From<pgtransit::Error> for Failure {
+    fn from(e: pgtransit::Error) -> Self {
+        use pgtransit::ErrorKind;
+        let code = match e.kind {
+            ErrorKind::Usage | ErrorKind::Connect => 2,
+            ErrorKind::Failed | ErrorKind::Lost => 1,
+            ErrorKind::Differences => 3,
+            ErrorKind::Refused => 4,
+        };
+        Failure {
+            code,
+            message: e.message,
+        }
+    }
+}
+
 impl From<pgtransit::conn::ConnectError> for Failure {
     fn from(e: pgtransit::conn::ConnectError) -> Self {
         Failure::usage(e.to_string())
@@ -256,7 +273,7 @@ pub fn resolve_task(args: &TaskArgs) -> Result<pgtransit::task::Task, Failure> {
             Ok(task)
         }
         (None, Some(src)) => pgtransit::task::Task::from_urls("adhoc", src, args.target.as_deref())
-            .map_err(Failure::usage),
+            .map_err(Failure::from),
         (Some(_), Some(_)) => Err(Failure::usage("give either -t FILE or --source, not both")),
         (None, None) => Err(Failure::usage(
             "no task: give -t FILE (native or Pigsty task file) or --source URL [--target URL]",

@@ -7,25 +7,12 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use pgtransit::catalog::pretty_bytes;
-use pgtransit::native::{self, Plan, SchemaOptions, Section, Session, StepError, StepErrorKind};
+use pgtransit::native;
+use pgtransit::schema::{SchemaOptions, Section};
+use pgtransit::step::{Plan, Session};
 use pgtransit::task::Task;
 
 use crate::{resolve_task, Failure, TaskArgs};
-
-impl From<StepError> for Failure {
-    fn from(e: StepError) -> Self {
-        let code = match e.kind {
-            StepErrorKind::Connect => 2,
-            StepErrorKind::Failed | StepErrorKind::Lost => 1,
-            StepErrorKind::Differences => 3,
-            StepErrorKind::Refused => 4,
-        };
-        Failure {
-            code,
-            message: e.message,
-        }
-    }
-}
 
 #[derive(Args)]
 pub struct StepArgs {
@@ -150,7 +137,7 @@ async fn schema_step(
         index_jobs: stream.flatten().unwrap_or(task.index_jobs as usize),
     };
     if a.step.dry_run {
-        return dry_run(native::plan_copy_schema(&task, &o));
+        return dry_run(pgtransit::schema::plan_copy_schema(&task, &o));
     }
     say(&format!(
         "{step} ({}): {} -> {}",
@@ -158,7 +145,7 @@ async fn schema_step(
         task.source.display(),
         target_display(&task)
     ));
-    native::copy_schema(&mut session(&task), &o).await?;
+    pgtransit::schema::copy_schema(&mut session(&task), &o).await?;
     say(&format!("{step}: done"));
     Ok(0)
 }
@@ -364,9 +351,9 @@ pub fn generate(a: GenerateArgs) -> Result<u8, Failure> {
         .unwrap_or_else(|| pgtransit::generate::default_dir(&task));
     let task_file = std::fs::canonicalize(&a.task_file).unwrap_or(a.task_file);
     if !a.force {
-        pgtransit::generate::refuse_foreign_dir(&dir).map_err(Failure::refused)?;
+        pgtransit::generate::refuse_foreign_dir(&dir)?;
     }
-    let out = pgtransit::generate::generate(&task, &task_file, &dir).map_err(Failure::other)?;
+    let out = pgtransit::generate::generate(&task, &task_file, &dir)?;
     say(&format!(
         "wrote the migration context {} ({} files, private to you):",
         out.dir.display(),

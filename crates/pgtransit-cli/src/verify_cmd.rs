@@ -41,8 +41,8 @@ pub struct VerifyArgs {
 fn task(a: &VerifyArgs) -> Result<pgtransit::task::Task, Failure> {
     match &a.name {
         Some(name) => {
-            let store = pgtransit::state::Store::open().map_err(|e| Failure::other(e.0))?;
-            let rec = store.existing(name).map_err(|e| Failure::usage(e.0))?;
+            let store = pgtransit::state::Store::open()?;
+            let rec = store.existing(name)?;
             Ok(pgtransit::task::Task::parse(&rec.spec, name)?)
         }
         None => resolve_task(&a.task),

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
-use crate::native::{sql_error, StepError};
+use crate::error::{sql_error, Error};
 use crate::task::{Engine, Task};
 
 /// The source position up to which the target has applied, or None when the task has
@@ -19,7 +19,7 @@ pub async fn position(
     task: &Task,
     source: &Client,
     target: &Client,
-) -> Result<Option<String>, StepError> {
+) -> Result<Option<String>, Error> {
     if task.engine == Engine::Stream {
         let origin = crate::stream::origin_name(task);
         let applied: Option<String> = target
@@ -45,7 +45,7 @@ pub async fn position(
 }
 
 /// Whether position `a` is past `b` (compared by the source, which knows pg_lsn).
-pub async fn past(source: &Client, a: &str, b: &str) -> Result<bool, StepError> {
+pub async fn past(source: &Client, a: &str, b: &str) -> Result<bool, Error> {
     source
         .query_one("SELECT $1::text::pg_lsn > $2::text::pg_lsn", &[&a, &b])
         .await
@@ -55,7 +55,7 @@ pub async fn past(source: &Client, a: &str, b: &str) -> Result<bool, StepError> 
 
 /// Whether something is applying the task's changes now: its slot exists and a walsender
 /// streams from it.
-pub async fn streaming(task: &Task, source: &Client) -> Result<bool, StepError> {
+pub async fn streaming(task: &Task, source: &Client) -> Result<bool, Error> {
     Ok(source
         .query_opt(
             "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
@@ -75,7 +75,7 @@ pub async fn wait_past(
     target: &Client,
     lsn: &str,
     limit: Duration,
-) -> Result<bool, StepError> {
+) -> Result<bool, Error> {
     let started = Instant::now();
     loop {
         if let Some(applied) = position(task, source, target).await? {

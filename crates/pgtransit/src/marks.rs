@@ -6,7 +6,7 @@
 
 use tokio_postgres::Client;
 
-use crate::native::{sql_error, StepError};
+use crate::error::{sql_error, Error};
 use crate::quote;
 
 const TABLE_SQL: &str = "CREATE SCHEMA IF NOT EXISTS pgtransit; \
@@ -43,7 +43,7 @@ impl Kind {
 }
 
 /// Record, before creating it, that `name` is task `task`'s. A mark of another task refuses.
-pub async fn claim(target: &Client, kind: Kind, name: &str, task: &str) -> Result<(), StepError> {
+pub async fn claim(target: &Client, kind: Kind, name: &str, task: &str) -> Result<(), Error> {
     target
         .batch_execute(TABLE_SQL)
         .await
@@ -60,7 +60,7 @@ pub async fn claim(target: &Client, kind: Kind, name: &str, task: &str) -> Resul
         .map_err(|e| sql_error("recording what the task creates (on the target)", e))?
         .get(0);
     if owner != task {
-        return Err(StepError::refused(format!(
+        return Err(Error::refused(format!(
             "{} {} belongs to task {owner} (pgtransit.owned_objects on the target): two tasks \
              must not share it; give this task other names",
             kind.label(),
@@ -71,7 +71,7 @@ pub async fn claim(target: &Client, kind: Kind, name: &str, task: &str) -> Resul
 }
 
 /// The task a mark gives `name` to; None when there is no mark (or no table of marks).
-pub async fn owner(target: &Client, kind: Kind, name: &str) -> Result<Option<String>, StepError> {
+pub async fn owner(target: &Client, kind: Kind, name: &str) -> Result<Option<String>, Error> {
     if !table_exists(target).await? {
         return Ok(None);
     }
@@ -86,7 +86,7 @@ pub async fn owner(target: &Client, kind: Kind, name: &str) -> Result<Option<Str
 }
 
 /// Forget the mark once the object is dropped.
-pub async fn release(target: &Client, kind: Kind, name: &str) -> Result<(), StepError> {
+pub async fn release(target: &Client, kind: Kind, name: &str) -> Result<(), Error> {
     if owner(target, kind, name).await?.is_none() {
         return Ok(());
     }
@@ -101,7 +101,7 @@ pub async fn release(target: &Client, kind: Kind, name: &str) -> Result<(), Step
 }
 
 /// Whether any mark is left (the `pgtransit` schema goes with the last one).
-pub async fn any(target: &Client) -> Result<bool, StepError> {
+pub async fn any(target: &Client) -> Result<bool, Error> {
     if !table_exists(target).await? {
         return Ok(false);
     }
@@ -113,7 +113,7 @@ pub async fn any(target: &Client) -> Result<bool, StepError> {
 }
 
 /// Whether the target has the table of marks (no task marked anything there yet: no).
-async fn table_exists(target: &Client) -> Result<bool, StepError> {
+async fn table_exists(target: &Client) -> Result<bool, Error> {
     target
         .query_one(
             "SELECT to_regclass('pgtransit.owned_objects') IS NOT NULL",

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::conn::{self, ConnSpec};
-use crate::native::StepError;
+use crate::error::Error;
 
 /// Where pgbouncer is and which of its database entries carries the application.
 #[derive(Clone, Debug)]
@@ -70,7 +70,7 @@ impl Bouncer {
         source: &ConnSpec,
         database: Option<String>,
         config: Option<PathBuf>,
-    ) -> Result<(Bouncer, String), StepError> {
+    ) -> Result<(Bouncer, String), Error> {
         let probe = Bouncer {
             admin,
             database: database.clone().unwrap_or_default(),
@@ -88,7 +88,7 @@ impl Bouncer {
         let (name, how_entry) = match database {
             Some(d) if entries.iter().any(|e| e.name == d) => (d, "given with --pgbouncer-db"),
             Some(d) => {
-                return Err(StepError::failed(format!(
+                return Err(Error::failed(format!(
                     "pgbouncer has no database entry {d} (--pgbouncer-db); its entries:\n{}",
                     listed()
                 )))
@@ -96,7 +96,7 @@ impl Bouncer {
             None => match entries_for(&entries, source).as_slice() {
                 [one] => (one.name.clone(), "the entry pointing at the source"),
                 [] => {
-                    return Err(StepError::failed(format!(
+                    return Err(Error::failed(format!(
                         "no pgbouncer entry points at the source {}: name the application's entry \
                          with --pgbouncer-db; its entries:\n{}",
                         source.display(),
@@ -104,7 +104,7 @@ impl Bouncer {
                     )))
                 }
                 many => {
-                    return Err(StepError::failed(format!(
+                    return Err(Error::failed(format!(
                         "{} pgbouncer entries point at the source {}: name the application's with \
                          --pgbouncer-db:\n{}",
                         many.len(),
@@ -121,7 +121,7 @@ impl Bouncer {
             Some(f) => (f, "given with --pgbouncer-config".to_string()),
             None => {
                 let conffile = show_config(&c, "conffile").await?.ok_or_else(|| {
-                    StepError::failed(
+                    Error::failed(
                         "pgbouncer's SHOW CONFIG names no conffile: give the file with \
                          --pgbouncer-config",
                     )
@@ -131,7 +131,7 @@ impl Bouncer {
                     Some(f) if f == main => (f, "pgbouncer's conffile (SHOW CONFIG)".into()),
                     Some(f) => (f, format!("%include of {conffile}")),
                     None => {
-                        return Err(StepError::failed(format!(
+                        return Err(Error::failed(format!(
                             "the entry {name} is in neither pgbouncer's conffile {conffile} nor a \
                              file it %includes (readable from here): give the file with \
                              --pgbouncer-config"
@@ -159,20 +159,20 @@ impl Bouncer {
         ))
     }
 
-    async fn console(&self) -> Result<Client, StepError> {
+    async fn console(&self) -> Result<Client, Error> {
         let spec = self.admin.with_dbname("pgbouncer");
         conn::connect(&spec).await.map_err(|e| {
-            StepError::failed(format!(
+            Error::failed(format!(
                 "pgbouncer admin console: {e}\n  the user must be in pgbouncer's admin_users"
             ))
         })
     }
 
-    async fn command(&self, c: &Client, sql: &str) -> Result<(), StepError> {
+    async fn command(&self, c: &Client, sql: &str) -> Result<(), Error> {
         c.simple_query(sql).await.map(|_| ()).map_err(|e| {
-            StepError::failed(format!(
+            Error::failed(format!(
                 "pgbouncer `{sql}`: {}",
-                crate::native::first_line(&e.to_string())
+                crate::step::first_line(&e.to_string())
             ))
         })
     }
@@ -180,7 +180,7 @@ impl Bouncer {
     /// PAUSE the database: returns once no server connection is in use. A pause that does
     /// not finish in `timeout` (a client holding a session or a long transaction) is
     /// cancelled with RESUME, and the fence fails.
-    pub async fn pause(&self, timeout: Duration) -> Result<(), StepError> {
+    pub async fn pause(&self, timeout: Duration) -> Result<(), Error> {
         if self.paused().await? {
             return Ok(());
         }
@@ -190,7 +190,7 @@ impl Bouncer {
             Ok(r) => r,
             Err(_) => {
                 let _ = self.resume().await;
-                Err(StepError::failed(format!(
+                Err(Error::failed(format!(
                     "pgbouncer could not pause {} within {:.0} s: a client holds its server \
                      connection (session pooling, or a long transaction). Use pool_mode = transaction, \
                      or end the long transaction; the database was resumed",
@@ -202,7 +202,7 @@ impl Bouncer {
     }
 
     /// RESUME the database (a database that is not paused is left as it is).
-    pub async fn resume(&self) -> Result<(), StepError> {
+    pub async fn resume(&self) -> Result<(), Error> {
         if !self.paused().await? {
             return Ok(());
         }
@@ -211,12 +211,12 @@ impl Bouncer {
     }
 
     /// Whether SHOW DATABASES has the entry paused.
-    pub async fn paused(&self) -> Result<bool, StepError> {
+    pub async fn paused(&self) -> Result<bool, Error> {
         let c = self.console().await?;
         let rows = c.simple_query("SHOW DATABASES").await.map_err(|e| {
-            StepError::failed(format!(
+            Error::failed(format!(
                 "pgbouncer SHOW DATABASES: {}",
-                crate::native::first_line(&e.to_string())
+                crate::step::first_line(&e.to_string())
             ))
         })?;
         for m in rows {
@@ -227,7 +227,7 @@ impl Bouncer {
                 }
             }
         }
-        Err(StepError::failed(format!(
+        Err(Error::failed(format!(
             "pgbouncer has no database entry {}: name it with --pgbouncer-db",
             self.database
         )))
@@ -235,7 +235,7 @@ impl Bouncer {
 
     /// Point the entry at `to`, RELOAD, drop the server connections to the old server
     /// (RECONNECT) and RESUME. Returns the entry's old line.
-    pub async fn reroute(&self, to: &ConnSpec) -> Result<String, StepError> {
+    pub async fn reroute(&self, to: &ConnSpec) -> Result<String, Error> {
         let old = rewrite_entry(&self.config, &self.database, to)?;
         let c = self.console().await?;
         self.command(&c, "RELOAD").await?;
@@ -248,11 +248,11 @@ impl Bouncer {
 }
 
 /// SHOW DATABASES, without the admin console's own entry.
-async fn show_databases(c: &Client) -> Result<Vec<Entry>, StepError> {
+async fn show_databases(c: &Client) -> Result<Vec<Entry>, Error> {
     let rows = c.simple_query("SHOW DATABASES").await.map_err(|e| {
-        StepError::failed(format!(
+        Error::failed(format!(
             "pgbouncer SHOW DATABASES: {}",
-            crate::native::first_line(&e.to_string())
+            crate::step::first_line(&e.to_string())
         ))
     })?;
     Ok(rows
@@ -271,11 +271,11 @@ async fn show_databases(c: &Client) -> Result<Vec<Entry>, StepError> {
 }
 
 /// One setting from SHOW CONFIG.
-async fn show_config(c: &Client, key: &str) -> Result<Option<String>, StepError> {
+async fn show_config(c: &Client, key: &str) -> Result<Option<String>, Error> {
     let rows = c.simple_query("SHOW CONFIG").await.map_err(|e| {
-        StepError::failed(format!(
+        Error::failed(format!(
             "pgbouncer SHOW CONFIG: {}",
-            crate::native::first_line(&e.to_string())
+            crate::step::first_line(&e.to_string())
         ))
     })?;
     Ok(rows.iter().find_map(|m| match m {
@@ -312,11 +312,11 @@ fn file_with_entry(file: &Path, db: &str, depth: usize) -> Option<PathBuf> {
 /// Rewrite the `[databases]` entry `db` in `file` so that it points at `to` (host, port,
 /// dbname; the entry's other settings stay). The file is replaced atomically with the same
 /// permissions. Returns the old line.
-pub fn rewrite_entry(file: &Path, db: &str, to: &ConnSpec) -> Result<String, StepError> {
+pub fn rewrite_entry(file: &Path, db: &str, to: &ConnSpec) -> Result<String, Error> {
     let text = std::fs::read_to_string(file)
-        .map_err(|e| StepError::failed(format!("reading {}: {e}", file.display())))?;
+        .map_err(|e| Error::failed(format!("reading {}: {e}", file.display())))?;
     let (new_text, old) = replace_entry(&text, db, to).ok_or_else(|| {
-        StepError::failed(format!(
+        Error::failed(format!(
             "{} has no entry `{db} = ...` in its [databases] section: give the file that holds it \
              with --pgbouncer-config",
             file.display()
@@ -331,7 +331,7 @@ pub fn rewrite_entry(file: &Path, db: &str, to: &ConnSpec) -> Result<String, Ste
         })
         .and_then(|_| copy_owner(file, &tmp))
         .and_then(|_| std::fs::rename(&tmp, file))
-        .map_err(|e| StepError::failed(format!("writing {}: {e}", file.display())))?;
+        .map_err(|e| Error::failed(format!("writing {}: {e}", file.display())))?;
     Ok(old)
 }
 

@@ -4,10 +4,12 @@
 //! with the exact SQL that drops it, so a later run (or the user) can finish.
 
 use crate::check::Side;
+use crate::error::Error;
 use crate::marks::{self, Kind};
-use crate::native::{self, Session, StepError};
+use crate::native::{self};
 use crate::quote;
 use crate::state::Leftover;
+use crate::step::Session;
 use crate::task::Engine;
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -49,7 +51,7 @@ impl Owned {
 
 /// The slot's owner from its mark; a slot the copy's bookkeeping records for the task is
 /// the task's too (tasks created before slots were marked).
-async fn slot_owner(s: &mut Session<'_>) -> Result<Owned, StepError> {
+async fn slot_owner(s: &mut Session<'_>) -> Result<Owned, Error> {
     let (task, slot) = (s.task.name.clone(), s.task.slot.clone());
     let target = s.client(Side::Target).await?;
     let owned = Owned::from_mark(marks::owner(target, Kind::Slot, &slot).await?, &task);
@@ -62,7 +64,7 @@ async fn slot_owner(s: &mut Session<'_>) -> Result<Owned, StepError> {
             &[],
         )
         .await
-        .map_err(|e| native::sql_error("looking for the copy's bookkeeping", e))?
+        .map_err(|e| crate::error::sql_error("looking for the copy's bookkeeping", e))?
         .get(0);
     let recorded = has_bookkeeping
         && target
@@ -71,7 +73,7 @@ async fn slot_owner(s: &mut Session<'_>) -> Result<Owned, StepError> {
                 &[&task, &slot],
             )
             .await
-            .map_err(|e| native::sql_error("reading the copy's bookkeeping", e))?
+            .map_err(|e| crate::error::sql_error("reading the copy's bookkeeping", e))?
             .get::<_, bool>(0);
     Ok(if recorded {
         Owned::Ours
@@ -86,7 +88,7 @@ fn literal(s: &str) -> String {
 
 /// Drop the task's objects on both sides; never stops at an error (a server down, a
 /// missing grant, an origin in use): what could not be dropped is returned with its SQL.
-pub async fn cleanup(s: &mut Session<'_>) -> Result<Cleanup, StepError> {
+pub async fn cleanup(s: &mut Session<'_>) -> Result<Cleanup, Error> {
     let task = s.task;
     let mut c = Cleanup::default();
     let slot_sql = format!(
@@ -123,12 +125,12 @@ pub async fn cleanup(s: &mut Session<'_>) -> Result<Cleanup, StepError> {
                 let out = match native::drop_sub(s).await {
                     Ok(out) => out,
                     // Not the task's (no mark, or another task's): kept, not a leftover.
-                    Err(e) if e.kind == native::StepErrorKind::Refused => {
+                    Err(e) if e.kind == crate::error::ErrorKind::Refused => {
                         failed = true;
                         c.kept.push(format!(
                             "[target] subscription {} ({})",
                             task.subscription,
-                            native::first_line(&e.message)
+                            crate::step::first_line(&e.message)
                         ));
                         Default::default()
                     }
@@ -139,7 +141,7 @@ pub async fn cleanup(s: &mut Session<'_>) -> Result<Cleanup, StepError> {
                             what: format!(
                                 "subscription {} ({})",
                                 task.subscription,
-                                native::first_line(&e.message)
+                                crate::step::first_line(&e.message)
                             ),
                             sql: sub_sql.clone(),
                         });
@@ -169,7 +171,7 @@ pub async fn cleanup(s: &mut Session<'_>) -> Result<Cleanup, StepError> {
                     side: "target".into(),
                     what: format!(
                         "replication origin {origin} ({})",
-                        native::first_line(&e.message)
+                        crate::step::first_line(&e.message)
                     ),
                     sql: origin_sql.clone(),
                 });
@@ -180,7 +182,7 @@ pub async fn cleanup(s: &mut Session<'_>) -> Result<Cleanup, StepError> {
                     what: format!(
                         "copy bookkeeping of task {} ({})",
                         task.name,
-                        native::first_line(&e.message)
+                        crate::step::first_line(&e.message)
                     ),
                     sql: format!(
                         "DELETE FROM pgtransit.copy_progress WHERE task = {0}; DELETE FROM pgtransit.copy_state WHERE task = {0};",
@@ -190,7 +192,7 @@ pub async fn cleanup(s: &mut Session<'_>) -> Result<Cleanup, StepError> {
             }
         }
         Err(e) => {
-            let why = native::first_line(&e.message).to_string();
+            let why = crate::step::first_line(&e.message).to_string();
             if task.engine == Engine::Native {
                 c.left.push(Leftover {
                     side: "target".into(),
@@ -220,7 +222,7 @@ pub async fn cleanup(s: &mut Session<'_>) -> Result<Cleanup, StepError> {
                         what: format!(
                             "replication slot {} ({})",
                             task.slot,
-                            native::first_line(&e.message)
+                            crate::step::first_line(&e.message)
                         ),
                         sql: slot_sql.clone(),
                     }),
@@ -231,7 +233,7 @@ pub async fn cleanup(s: &mut Session<'_>) -> Result<Cleanup, StepError> {
                     what: format!(
                         "replication slot {} (whose it is could not be read on the target: {})",
                         task.slot,
-                        native::first_line(&e.message)
+                        crate::step::first_line(&e.message)
                     ),
                     sql: slot_sql.clone(),
                 }),
@@ -243,14 +245,14 @@ pub async fn cleanup(s: &mut Session<'_>) -> Result<Cleanup, StepError> {
                     what: format!(
                         "publication {} ({})",
                         task.publication,
-                        native::first_line(&e.message)
+                        crate::step::first_line(&e.message)
                     ),
                     sql: pub_sql.clone(),
                 });
             }
         }
         Err(e) => {
-            let why = native::first_line(&e.message).to_string();
+            let why = crate::step::first_line(&e.message).to_string();
             if task.engine == Engine::Stream {
                 c.left.push(Leftover {
                     side: "source".into(),
@@ -273,7 +275,7 @@ pub async fn cleanup(s: &mut Session<'_>) -> Result<Cleanup, StepError> {
 }
 
 /// The task's replication origin on the target, if its mark says it is the task's.
-async fn drop_origin(s: &mut Session<'_>, origin: &str, c: &mut Cleanup) -> Result<(), StepError> {
+async fn drop_origin(s: &mut Session<'_>, origin: &str, c: &mut Cleanup) -> Result<(), Error> {
     let task = s.task.name.clone();
     let target = s.client(Side::Target).await?;
     let owned = Owned::from_mark(marks::owner(target, Kind::Origin, origin).await?, &task);
@@ -284,7 +286,9 @@ async fn drop_origin(s: &mut Session<'_>, origin: &str, c: &mut Cleanup) -> Resu
                 &[&origin],
             )
             .await
-            .map_err(|e| native::sql_error("reading the replication origins (on the target)", e))?
+            .map_err(|e| {
+                crate::error::sql_error("reading the replication origins (on the target)", e)
+            })?
             .get(0);
         let line = format!("[target] replication origin {origin}");
         if exists {
@@ -300,7 +304,7 @@ async fn drop_origin(s: &mut Session<'_>, origin: &str, c: &mut Cleanup) -> Resu
             &[&origin],
         )
         .await
-        .map_err(|e| native::sql_error("dropping the replication origin (on the target)", e))?;
+        .map_err(|e| crate::error::sql_error("dropping the replication origin (on the target)", e))?;
     marks::release(target, Kind::Origin, origin).await?;
     let line = format!("[target] replication origin {origin}");
     if n > 0 {
@@ -333,7 +337,7 @@ async fn keep_if_present(s: &mut Session<'_>, c: &mut Cleanup, slot: &str, owned
 }
 
 /// The `pgtransit` schema on the target, once no task's bookkeeping or mark is in it.
-async fn drop_schema_if_unused(s: &mut Session<'_>, c: &mut Cleanup) -> Result<(), StepError> {
+async fn drop_schema_if_unused(s: &mut Session<'_>, c: &mut Cleanup) -> Result<(), Error> {
     let target = s.client(Side::Target).await?;
     let copy_tables: bool = target
         .query_one(
@@ -342,7 +346,7 @@ async fn drop_schema_if_unused(s: &mut Session<'_>, c: &mut Cleanup) -> Result<(
             &[],
         )
         .await
-        .map_err(|e| native::sql_error("looking for the copy's bookkeeping", e))?
+        .map_err(|e| crate::error::sql_error("looking for the copy's bookkeeping", e))?
         .get(0);
     let copies_left = copy_tables
         && target
@@ -352,7 +356,7 @@ async fn drop_schema_if_unused(s: &mut Session<'_>, c: &mut Cleanup) -> Result<(
                 &[],
             )
             .await
-            .map_err(|e| native::sql_error("reading the copy's bookkeeping", e))?
+            .map_err(|e| crate::error::sql_error("reading the copy's bookkeeping", e))?
             .get::<_, bool>(0);
     let schema: bool = target
         .query_one(
@@ -360,7 +364,7 @@ async fn drop_schema_if_unused(s: &mut Session<'_>, c: &mut Cleanup) -> Result<(
             &[],
         )
         .await
-        .map_err(|e| native::sql_error("looking for schema pgtransit", e))?
+        .map_err(|e| crate::error::sql_error("looking for schema pgtransit", e))?
         .get(0);
     if !schema || copies_left || marks::any(target).await? {
         return Ok(());
@@ -368,7 +372,7 @@ async fn drop_schema_if_unused(s: &mut Session<'_>, c: &mut Cleanup) -> Result<(
     target
         .batch_execute("DROP SCHEMA IF EXISTS pgtransit CASCADE")
         .await
-        .map_err(|e| native::sql_error("dropping schema pgtransit (on the target)", e))?;
+        .map_err(|e| crate::error::sql_error("dropping schema pgtransit (on the target)", e))?;
     c.dropped
         .push("[target] schema pgtransit (no task uses it any more)".into());
     Ok(())
@@ -376,7 +380,7 @@ async fn drop_schema_if_unused(s: &mut Session<'_>, c: &mut Cleanup) -> Result<(
 
 /// The task's rows in the copy's bookkeeping on the target, and the `pgtransit` schema
 /// with the last task that used it.
-async fn drop_bookkeeping(s: &mut Session<'_>, c: &mut Cleanup) -> Result<(), StepError> {
+async fn drop_bookkeeping(s: &mut Session<'_>, c: &mut Cleanup) -> Result<(), Error> {
     let task = s.task;
     let target = s.client(Side::Target).await?;
     let has_bookkeeping: bool = target
@@ -385,7 +389,7 @@ async fn drop_bookkeeping(s: &mut Session<'_>, c: &mut Cleanup) -> Result<(), St
             &[],
         )
         .await
-        .map_err(|e| native::sql_error("looking for the copy's bookkeeping", e))?
+        .map_err(|e| crate::error::sql_error("looking for the copy's bookkeeping", e))?
         .get(0);
     if !has_bookkeeping {
         return Ok(());
@@ -396,14 +400,14 @@ async fn drop_bookkeeping(s: &mut Session<'_>, c: &mut Cleanup) -> Result<(), St
             &[&task.name],
         )
         .await
-        .map_err(|e| native::sql_error("forgetting the copy's progress", e))?;
+        .map_err(|e| crate::error::sql_error("forgetting the copy's progress", e))?;
     target
         .execute(
             "DELETE FROM pgtransit.copy_state WHERE task = $1",
             &[&task.name],
         )
         .await
-        .map_err(|e| native::sql_error("forgetting the copy's state", e))?;
+        .map_err(|e| crate::error::sql_error("forgetting the copy's state", e))?;
     if n > 0 {
         c.dropped.push(format!(
             "[target] copy bookkeeping of task {} ({n} rows)",
@@ -414,7 +418,7 @@ async fn drop_bookkeeping(s: &mut Session<'_>, c: &mut Cleanup) -> Result<(), St
 }
 
 /// The stream engine's slot on the source, after ending the walsender that holds it.
-async fn drop_slot(s: &mut Session<'_>, c: &mut Cleanup) -> Result<(), StepError> {
+async fn drop_slot(s: &mut Session<'_>, c: &mut Cleanup) -> Result<(), Error> {
     let slot = s.task.slot.clone();
     let source = s.client(Side::Source).await?;
     let active: Vec<i32> = source
@@ -423,7 +427,7 @@ async fn drop_slot(s: &mut Session<'_>, c: &mut Cleanup) -> Result<(), StepError
             &[&slot],
         )
         .await
-        .map_err(|e| native::sql_error("reading the slot (on the source)", e))?
+        .map_err(|e| crate::error::sql_error("reading the slot (on the source)", e))?
         .iter()
         .map(|r| r.get(0))
         .collect();
@@ -435,7 +439,7 @@ async fn drop_slot(s: &mut Session<'_>, c: &mut Cleanup) -> Result<(), StepError
     // A terminated walsender releases the slot a moment later.
     let n = crate::snapshot::drop_when_released(source, &slot, 20)
         .await
-        .map_err(|e| native::sql_error("dropping the slot (on the source)", e))?;
+        .map_err(|e| crate::error::sql_error("dropping the slot (on the source)", e))?;
     let line = format!("[source] replication slot {slot}");
     if n > 0 {
         c.dropped.push(line)
@@ -446,7 +450,7 @@ async fn drop_slot(s: &mut Session<'_>, c: &mut Cleanup) -> Result<(), StepError
 }
 
 /// The task's publication on the source.
-async fn drop_publication(s: &mut Session<'_>, c: &mut Cleanup) -> Result<(), StepError> {
+async fn drop_publication(s: &mut Session<'_>, c: &mut Cleanup) -> Result<(), Error> {
     let publication = s.task.publication.clone();
     let ours = native::sql::owner_note(s.task);
     let source = s.client(Side::Source).await?;
@@ -457,7 +461,7 @@ async fn drop_publication(s: &mut Session<'_>, c: &mut Cleanup) -> Result<(), St
             &[&publication],
         )
         .await
-        .map_err(|e| native::sql_error("reading publications (on the source)", e))?
+        .map_err(|e| crate::error::sql_error("reading publications (on the source)", e))?
         .map(|r| r.get(0));
     let existed = note.is_some();
     if let Some(note) = note.filter(|n| *n != ours) {
@@ -476,7 +480,7 @@ async fn drop_publication(s: &mut Session<'_>, c: &mut Cleanup) -> Result<(), St
             quote::ident(&publication)
         ))
         .await
-        .map_err(|e| native::sql_error("dropping the publication (on the source)", e))?;
+        .map_err(|e| crate::error::sql_error("dropping the publication (on the source)", e))?;
     let line = format!("[source] publication {publication}");
     if existed {
         c.dropped.push(line)

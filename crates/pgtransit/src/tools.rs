@@ -153,7 +153,7 @@ pub fn child_env(spec: &ConnSpec) -> Vec<(&'static str, String)> {
 }
 
 /// Dump the source schema to nowhere: proves pg_dump can read every selected object.
-pub async fn pg_dump_probe(pg_dump: &Path, spec: &ConnSpec) -> Result<(), String> {
+pub async fn pg_dump_probe(pg_dump: &Path, spec: &ConnSpec) -> crate::Result<()> {
     let out = tokio::process::Command::new(pg_dump)
         .args([
             "--schema-only",
@@ -167,10 +167,12 @@ pub async fn pg_dump_probe(pg_dump: &Path, spec: &ConnSpec) -> Result<(), String
         .stdin(Stdio::null())
         .output()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| crate::Error::failed(format!("cannot run {}: {e}", pg_dump.display())))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        Err(crate::Error::failed(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
     }
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use crate::native::{sql_error, StepError};
+use crate::error::{sql_error, Error};
 use crate::quote;
 use crate::task::Task;
 
@@ -127,7 +127,7 @@ struct Table {
     hash: String,
 }
 
-async fn session(spec: &crate::conn::ConnSpec) -> Result<Client, StepError> {
+async fn session(spec: &crate::conn::ConnSpec) -> Result<Client, Error> {
     let c = crate::conn::connect(spec).await?;
     c.batch_execute(CANONICAL)
         .await
@@ -137,7 +137,7 @@ async fn session(spec: &crate::conn::ConnSpec) -> Result<Client, StepError> {
 
 /// The task's tables on the source with their keys (primary key, else replica identity
 /// index).
-async fn tables(task: &Task, source: &Client, only: &[String]) -> Result<Vec<Table>, StepError> {
+async fn tables(task: &Task, source: &Client, only: &[String]) -> Result<Vec<Table>, Error> {
     let rows = source
         .query(
             &format!(
@@ -244,7 +244,7 @@ impl Chunk {
     }
 }
 
-async fn count(c: &Client, t: &Table, chunk: &Chunk, what: &str) -> Result<i64, StepError> {
+async fn count(c: &Client, t: &Table, chunk: &Chunk, what: &str) -> Result<i64, Error> {
     c.query_one(
         &format!("SELECT count(*) FROM {} {}", t.name, chunk.filter(t)),
         &[],
@@ -255,12 +255,7 @@ async fn count(c: &Client, t: &Table, chunk: &Chunk, what: &str) -> Result<i64, 
 }
 
 /// Rows and the sum of their 64-bit hashes, as text.
-async fn digest(
-    c: &Client,
-    t: &Table,
-    chunk: &Chunk,
-    what: &str,
-) -> Result<(i64, String), StepError> {
+async fn digest(c: &Client, t: &Table, chunk: &Chunk, what: &str) -> Result<(i64, String), Error> {
     let sql = format!(
         "SELECT count(*), coalesce(sum({}), 0)::text FROM {} x {}",
         t.hash,
@@ -326,7 +321,7 @@ async fn merge_compare(
     chunk: &Chunk,
     out: &mut Keys,
     max_keys: usize,
-) -> Result<(), StepError> {
+) -> Result<(), Error> {
     use futures_util::StreamExt;
     let fail = |what: &'static str| {
         let name = t.name.clone();
@@ -378,7 +373,7 @@ async fn merge_compare(
 }
 
 /// The chunks of a table: key ranges of about `chunk_rows` for a single integer key.
-async fn plan(c: &Client, i: usize, t: &Table, o: &VerifyOptions) -> Result<Vec<Chunk>, StepError> {
+async fn plan(c: &Client, i: usize, t: &Table, o: &VerifyOptions) -> Result<Vec<Chunk>, Error> {
     if !t.int_key || o.mode == Mode::Count {
         return Ok(vec![Chunk {
             table: i,
@@ -432,17 +427,17 @@ pub async fn verify(
     task: &Task,
     o: &VerifyOptions,
     say: &(dyn Fn(&str) + Sync),
-) -> Result<VerifyReport, StepError> {
+) -> Result<VerifyReport, Error> {
     let started = std::time::Instant::now();
     let target_spec = task
         .target
         .as_ref()
-        .ok_or_else(|| StepError::failed("the task has no target".to_string()))?;
+        .ok_or_else(|| Error::failed("the task has no target".to_string()))?;
     let source = session(&task.source).await?;
     let target = session(target_spec).await?;
     let list = tables(task, &source, &o.tables).await?;
     if list.is_empty() {
-        return Err(StepError::failed(
+        return Err(Error::failed(
             "no table to verify: check the task's objects and --tables".to_string(),
         ));
     }
@@ -483,7 +478,7 @@ pub async fn verify(
         let (busy, done) = (busy.clone(), done.clone());
         workers.push(tokio::spawn(async move {
             let (s, d) = (session(&src).await?, session(&dst).await?);
-            let lost = || StepError::failed("a verify worker panicked".to_string());
+            let lost = || Error::failed("a verify worker panicked".to_string());
             loop {
                 // Taken and counted as busy at once: a worker only leaves when the queue
                 // is empty and no other one may still add the pieces of a table to it.
@@ -497,7 +492,7 @@ pub async fn verify(
                 };
                 let Some(chunk) = chunk else {
                     if busy.load(Ordering::SeqCst) == 0 {
-                        return Ok::<(), StepError>(());
+                        return Ok::<(), Error>(());
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
@@ -528,12 +523,12 @@ pub async fn verify(
     }
     for w in workers {
         w.await
-            .map_err(|e| StepError::failed(format!("a verify worker failed: {e}")))??;
+            .map_err(|e| Error::failed(format!("a verify worker failed: {e}")))??;
     }
     let mut tables = Arc::try_unwrap(results)
-        .map_err(|_| StepError::failed("verify workers still running".to_string()))?
+        .map_err(|_| Error::failed("verify workers still running".to_string()))?
         .into_inner()
-        .map_err(|_| StepError::failed("a verify worker panicked".to_string()))?;
+        .map_err(|_| Error::failed("a verify worker panicked".to_string()))?;
     for t in &mut tables {
         // Under a live apply the row counts of the two sides are read at slightly
         // different moments; what decides is whether a chunk still differed when
@@ -567,7 +562,7 @@ async fn summary(
     chunk: &Chunk,
     mode: Mode,
     what: &str,
-) -> Result<(i64, String), StepError> {
+) -> Result<(i64, String), Error> {
     match mode {
         Mode::Count => Ok((count(c, t, chunk, what).await?, String::new())),
         Mode::Checksum => digest(c, t, chunk, what).await,
@@ -575,7 +570,7 @@ async fn summary(
 }
 
 /// Start reading the source in a snapshot (see [`snapshot_end`]).
-async fn snapshot_begin(s: &Client) -> Result<(), StepError> {
+async fn snapshot_begin(s: &Client) -> Result<(), Error> {
     s.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
         .map_err(|e| sql_error("taking a snapshot of the source", e))
@@ -583,7 +578,7 @@ async fn snapshot_begin(s: &Client) -> Result<(), StepError> {
 
 /// End the snapshot; returns a source position that every row version the snapshot saw
 /// was written before (it is read after the snapshot was taken).
-async fn snapshot_end(s: &Client) -> Result<String, StepError> {
+async fn snapshot_end(s: &Client) -> Result<String, Error> {
     let lsn: String = s
         .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
         .await
@@ -603,7 +598,7 @@ async fn wait_applied(
     d: &Client,
     lsn: &str,
     limit: Duration,
-) -> Result<(), StepError> {
+) -> Result<(), Error> {
     if crate::applied::streaming(task, s).await? {
         // Not reached in time: the re-read then shows what differs still.
         crate::applied::wait_past(task, s, d, lsn, limit).await?;
@@ -620,7 +615,7 @@ async fn consistent_summaries(
     t: &Table,
     chunk: &Chunk,
     o: &VerifyOptions,
-) -> Result<((i64, String), (i64, String)), StepError> {
+) -> Result<((i64, String), (i64, String)), Error> {
     snapshot_begin(s).await?;
     let src = summary(s, t, chunk, o.mode, "source").await?;
     let lsn = snapshot_end(s).await?;
@@ -635,7 +630,7 @@ async fn key_hashes(
     chunk: &Chunk,
     keys: &[String],
     what: &str,
-) -> Result<HashMap<String, String>, StepError> {
+) -> Result<HashMap<String, String>, Error> {
     let sql = row_hashes_sql(t, chunk, true, false);
     Ok(c.query(&sql, &[&keys])
         .await
@@ -654,7 +649,7 @@ async fn recheck_keys(
     chunk: &Chunk,
     found: Keys,
     o: &VerifyOptions,
-) -> Result<Keys, StepError> {
+) -> Result<Keys, Error> {
     let keys: Vec<String> = [&found.missing, &found.extra, &found.changed]
         .into_iter()
         .flatten()
@@ -694,7 +689,7 @@ async fn check_chunk(
     chunk: &Chunk,
     o: &VerifyOptions,
     results: &Mutex<Vec<TableResult>>,
-) -> Result<Option<Vec<Chunk>>, StepError> {
+) -> Result<Option<Vec<Chunk>>, Error> {
     let t = &list[chunk.table];
     let (a, b) = tokio::join!(
         summary(s, t, chunk, o.mode, "source"),
@@ -740,7 +735,7 @@ async fn check_chunk(
     let (src_rows, dst_rows) = (sr, dr);
     let mut r = results
         .lock()
-        .map_err(|_| StepError::failed("a verify worker panicked".to_string()))?;
+        .map_err(|_| Error::failed("a verify worker panicked".to_string()))?;
     let r = &mut r[chunk.table];
     r.source_rows += src_rows;
     r.target_rows += dst_rows;
@@ -785,7 +780,7 @@ async fn locate(
     chunk: &Chunk,
     out: &mut Keys,
     max_keys: usize,
-) -> Result<(), StepError> {
+) -> Result<(), Error> {
     if out.len() >= max_keys {
         return Ok(());
     }

@@ -126,11 +126,8 @@ async fn problems(args: DemoArgs) -> Result<u8, Failure> {
         source.bindir().display(),
         target.port()
     ));
-    let mut task = Task::from_urls("demo", &source.url("shop"), Some(&target.url("shop")))
-        .map_err(Failure::usage)?;
-    task.objects
-        .exclude
-        .push(ObjectPattern::parse("scratch").map_err(Failure::usage)?);
+    let mut task = Task::from_urls("demo", &source.url("shop"), Some(&target.url("shop")))?;
+    task.objects.exclude.push(ObjectPattern::parse("scratch")?);
 
     say("$ pgtransit check all\n");
     let report = check_cmd::run_checks(&task, &Scope::ALL, false, false, args.json).await?;

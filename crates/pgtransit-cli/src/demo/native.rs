@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use pgsandbox::{Builder, Cluster};
 use pgtransit::check::Scope;
-use pgtransit::native::{self, SchemaOptions, Section, Session};
+use pgtransit::native;
+use pgtransit::schema::{SchemaOptions, Section};
+use pgtransit::step::Session;
 use pgtransit::task::{Engine, Task};
 
 use crate::{check_cmd, Failure};
@@ -69,8 +71,7 @@ pub async fn run() -> Result<u8, Failure> {
     );
     outln!("  partitioned, keyless, enum, array, jsonb, TOAST, generated, identity and descending-sequence tables");
 
-    let mut task =
-        Task::from_urls("demo", &source.url(DB), Some(&target.url(DB))).map_err(Failure::usage)?;
+    let mut task = Task::from_urls("demo", &source.url(DB), Some(&target.url(DB)))?;
     task.engine = Engine::Native;
     // The target server authenticates to the source with this; it is masked wherever shown.
     task.sub_conn = format!(
@@ -79,8 +80,7 @@ pub async fn run() -> Result<u8, Failure> {
     );
     let dir = tempfile::tempdir().map_err(|e| Failure::other(e.to_string()))?;
     let ctx = dir.path().join("demo");
-    pgtransit::generate::generate(&task, std::path::Path::new("(demo task)"), &ctx)
-        .map_err(Failure::other)?;
+    pgtransit::generate::generate(&task, std::path::Path::new("(demo task)"), &ctx)?;
     outln!("\n$ pgtransit generate   # the same flow as scripts: {}/ (README.md, copy-schema, create-pub, ...)", ctx.display());
 
     let t = step("check replica-identity --fix --apply   # pgbench_history has no key");
@@ -121,7 +121,7 @@ pub async fn run() -> Result<u8, Failure> {
         index_jobs: 1,
     };
     let t = step("copy-schema   # pre-data plus primary keys and identity indexes");
-    native::copy_schema(&mut s, &schema(Section::PreData)).await?;
+    pgtransit::schema::copy_schema(&mut s, &schema(Section::PreData)).await?;
     done(t);
     let t = step("create-pub");
     native::create_pub(&mut s).await?;
@@ -157,7 +157,7 @@ pub async fn run() -> Result<u8, Failure> {
     let t = step(
         "copy-schema --section post-data   # secondary indexes and foreign keys, after the copy",
     );
-    native::copy_schema(&mut s, &schema(Section::PostData)).await?;
+    pgtransit::schema::copy_schema(&mut s, &schema(Section::PostData)).await?;
     done(t);
 
     tokio::time::sleep(Duration::from_secs(2)).await;

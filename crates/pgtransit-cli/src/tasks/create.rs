@@ -109,7 +109,7 @@ fn build_task(a: &CreateArgs) -> Result<Task, Failure> {
             let target = a.target.as_deref().ok_or_else(|| {
                 Failure::usage("--target URL is required with --source (kbcli: --sink)")
             })?;
-            Task::from_urls(&a.name, src, Some(target)).map_err(Failure::usage)?
+            Task::from_urls(&a.name, src, Some(target))?
         }
         (Some(_), Some(_)) => {
             return Err(Failure::usage("give either -t FILE or --source, not both"))
@@ -227,8 +227,7 @@ pub async fn create(a: CreateArgs) -> Result<u8, Failure> {
     let mut task = build_task(&a)?;
     let store = store()?;
     let others: Vec<Task> = store
-        .tasks()
-        .map_err(|e| Failure::other(e.0))?
+        .tasks()?
         .iter()
         .filter(|r| r.name != a.name)
         .filter_map(|r| Task::parse(&r.spec, &r.name).ok())
@@ -236,11 +235,7 @@ pub async fn create(a: CreateArgs) -> Result<u8, Failure> {
     if let Some(why) = clash(&task, &others) {
         return Err(Failure::refused(why));
     }
-    if store
-        .task(&a.name)
-        .map_err(|e| Failure::other(e.0))?
-        .is_some()
-    {
+    if store.task(&a.name)?.is_some() {
         return Err(Failure::refused(format!(
             "a task named {} already exists: pick another name, or `pgtransit terminate {}` first",
             a.name, a.name
@@ -279,9 +274,7 @@ pub async fn create(a: CreateArgs) -> Result<u8, Failure> {
         ("init-data", task.steps.init_data),
         ("cdc", task.steps.cdc),
     ];
-    store
-        .create_task(&rec, &enabled)
-        .map_err(|e| Failure::other(e.0))?;
+    store.create_task(&rec, &enabled)?;
     if a.json {
         json_out(&serde_json::json!({
             "created": rec.name, "engine": rec.engine, "source": rec.source, "target": rec.target,
@@ -345,14 +338,14 @@ pub async fn start_worker(
 /// once the worker has registered.
 pub async fn spawn_worker(name: &str, metrics_addr: Option<&str>) -> Result<Started, Failure> {
     let store = store()?;
-    let rec = store.existing(name).map_err(|e| Failure::usage(e.0))?;
+    let rec = store.existing(name)?;
     if rec.status == "running" && alive(rec.pid) {
         return Err(Failure::refused(format!(
             "task {name} already has a worker (pid {}): one worker per task",
             rec.pid.unwrap_or(0)
         )));
     }
-    store.workers_dir().map_err(|e| Failure::other(e.0))?;
+    store.workers_dir()?;
     let log_path = store.worker_log(name);
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -398,7 +391,7 @@ pub async fn spawn_worker(name: &str, metrics_addr: Option<&str>) -> Result<Star
                 ),
             });
         }
-        let rec = store.existing(name).map_err(|e| Failure::other(e.0))?;
+        let rec = store.existing(name)?;
         if rec.pid == Some(pid) || started.elapsed() > Duration::from_secs(5) {
             return Ok(Started {
                 pid,

@@ -202,7 +202,7 @@ pub async fn start(a: WorkerArgs) -> Result<u8, Failure> {
 }
 
 fn store() -> Result<pgtransit::state::Store, Failure> {
-    pgtransit::state::Store::open().map_err(|e| Failure::other(e.0))
+    pgtransit::state::Store::open().map_err(Failure::from)
 }
 
 /// Whether a process with this id is alive. A killed worker whose parent is gone can

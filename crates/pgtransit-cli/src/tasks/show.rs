@@ -70,14 +70,11 @@ fn lag_text(m: Option<&serde_json::Value>) -> String {
 
 pub fn list(a: ListArgs) -> Result<u8, Failure> {
     let store = store()?;
-    let tasks = store.tasks().map_err(|e| Failure::other(e.0))?;
+    let tasks = store.tasks()?;
     let mut rows = Vec::new();
     for t in &tasks {
-        let steps = store.steps(&t.name).map_err(|e| Failure::other(e.0))?;
-        let m = store
-            .metrics(&t.name)
-            .map_err(|e| Failure::other(e.0))?
-            .map(|x| x.1);
+        let steps = store.steps(&t.name)?;
+        let m = store.metrics(&t.name)?.map(|x| x.1);
         // A lag read from a worker that is gone is history, not the lag.
         let m = m.filter(|_| alive(t.pid));
         let lag = if alive(t.pid) || m.is_some() {
@@ -190,7 +187,7 @@ async fn live(task: &Task) -> Live {
         }
         Ok(Err(e)) => l.unreachable.push(format!(
             "source: {}",
-            pgtransit::native::first_line(&e.to_string())
+            pgtransit::step::first_line(&e.to_string())
         )),
         Err(_) => l.unreachable.push("source: no answer in 5 s".into()),
     }
@@ -230,7 +227,7 @@ async fn live(task: &Task) -> Live {
             }
             Ok(Err(e)) => l.unreachable.push(format!(
                 "target: {}",
-                pgtransit::native::first_line(&e.to_string())
+                pgtransit::step::first_line(&e.to_string())
             )),
             Err(_) => l.unreachable.push("target: no answer in 5 s".into()),
         }
@@ -318,13 +315,12 @@ fn next_action(t: &TaskRecord, steps: &[StepRecord], sw: Option<&serde_json::Val
 pub async fn describe(a: NameArgs) -> Result<u8, Failure> {
     let (t, steps, metrics) = {
         let store: Store = store()?;
-        let t = store.existing(&a.name).map_err(|e| Failure::usage(e.0))?;
-        let steps = store.steps(&a.name).map_err(|e| Failure::other(e.0))?;
-        let metrics = store.metrics(&a.name).map_err(|e| Failure::other(e.0))?;
-        let left = store.leftovers(&a.name).map_err(|e| Failure::other(e.0))?;
+        let t = store.existing(&a.name)?;
+        let steps = store.steps(&a.name)?;
+        let metrics = store.metrics(&a.name)?;
+        let left = store.leftovers(&a.name)?;
         let sw: Option<serde_json::Value> = store
-            .switchover(&a.name)
-            .map_err(|e| Failure::other(e.0))?
+            .switchover(&a.name)?
             .and_then(|j| serde_json::from_str(&j).ok());
         (t, steps, (metrics, left, sw))
     };
@@ -514,14 +510,11 @@ pub async fn describe(a: NameArgs) -> Result<u8, Failure> {
 
 pub async fn logs(a: LogsArgs) -> Result<u8, Failure> {
     let store = store()?;
-    store.existing(&a.name).map_err(|e| Failure::usage(e.0))?;
+    store.existing(&a.name)?;
     let step = a.step.map(|s| s.name());
     let mut after = 0;
     loop {
-        for l in store
-            .logs(&a.name, step, after)
-            .map_err(|e| Failure::other(e.0))?
-        {
+        for l in store.logs(&a.name, step, after)? {
             after = l.id;
             if a.json {
                 outln!("{}", serde_json::to_string(&l).unwrap_or_default());
@@ -533,16 +526,12 @@ pub async fn logs(a: LogsArgs) -> Result<u8, Failure> {
             return Ok(0);
         }
         let running = store
-            .task(&a.name)
-            .map_err(|e| Failure::other(e.0))?
+            .task(&a.name)?
             .is_some_and(|t| t.status == "running" && alive(t.pid));
         if !running {
             // One last look, then stop following a worker that has ended.
             tokio::time::sleep(Duration::from_millis(300)).await;
-            for l in store
-                .logs(&a.name, step, after)
-                .map_err(|e| Failure::other(e.0))?
-            {
+            for l in store.logs(&a.name, step, after)? {
                 outln!("[{}] {}", l.step, l.line);
             }
             return Ok(0);

@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use pgtransit::conn::ConnSpec;
-use pgtransit::native::Session;
 use pgtransit::pgbouncer::Bouncer;
 use pgtransit::state::{secrets, Store, TaskRecord};
+use pgtransit::step::Session;
 use pgtransit::switchover::{self, Fence, Phase, Progress, Reopen, Reroute, SwitchoverOptions};
 use pgtransit::task::{Engine, Task};
 
@@ -24,8 +24,7 @@ struct Saved {
 
 fn load(st: &Store, name: &str) -> Result<Option<Saved>, Failure> {
     Ok(st
-        .switchover(name)
-        .map_err(|e| Failure::other(e.0))?
+        .switchover(name)?
         .and_then(|j| serde_json::from_str(&j).ok()))
 }
 
@@ -134,7 +133,7 @@ fn reverse_task(st: &Store, task: &Task) -> Result<Task, Failure> {
     let mut rev = task
         .reversed()
         .ok_or_else(|| Failure::usage("--reverse needs the task's target"))?;
-    if let Some(rec) = st.task(&rev.name).map_err(|e| Failure::other(e.0))? {
+    if let Some(rec) = st.task(&rev.name)? {
         return Ok(Task::parse(&rec.spec, &rec.name)?);
     }
     {
@@ -171,25 +170,24 @@ fn reverse_task(st: &Store, task: &Task) -> Result<Task, Failure> {
         ("init-data", false),
         ("cdc", true),
     ];
-    st.create_task(&rec, &enabled)
-        .map_err(|e| Failure::other(e.0))?;
+    st.create_task(&rec, &enabled)?;
     Ok(rev)
 }
 
 /// Remove a reverse task whose switchover was undone: its replication and its record.
 async fn drop_reverse(st: &Store, name: &str) -> Result<(), Failure> {
-    let Some(rec) = st.task(name).map_err(|e| Failure::other(e.0))? else {
+    let Some(rec) = st.task(name)? else {
         return Ok(());
     };
     let rev = Task::parse(&rec.spec, &rec.name)?;
     let mut s = Session::new(&rev, |_| {});
     pgtransit::terminate::cleanup(&mut s).await?;
-    st.delete_task(name).map_err(|e| Failure::other(e.0))
+    st.delete_task(name).map_err(Failure::from)
 }
 
 pub async fn run(a: SwitchoverArgs) -> Result<u8, Failure> {
     let st = store()?;
-    st.existing(&a.name).map_err(|e| Failure::usage(e.0))?;
+    st.existing(&a.name)?;
     drop(st);
     move_writes(a, None).await
 }
@@ -203,7 +201,7 @@ pub async fn rollback(a: SwitchoverArgs) -> Result<u8, Failure> {
         ));
     }
     let st = store()?;
-    st.existing(&a.name).map_err(|e| Failure::usage(e.0))?;
+    st.existing(&a.name)?;
     let saved = load(&st, &a.name)?.filter(|s| s.progress.phase == Phase::Done);
     let Some(saved) = saved else {
         return Err(Failure::usage(format!(
@@ -241,7 +239,7 @@ pub async fn rollback(a: SwitchoverArgs) -> Result<u8, Failure> {
 /// connection limit the target had before the forward switchover's readonly fence.
 async fn move_writes(a: SwitchoverArgs, unfence: Option<Reopen>) -> Result<u8, Failure> {
     let st = store()?;
-    let rec = st.existing(&a.name).map_err(|e| Failure::usage(e.0))?;
+    let rec = st.existing(&a.name)?;
     let task = Task::parse(&rec.spec, &rec.name)?;
     let saved = load(&st, &a.name)?;
     let in_flight = saved.as_ref().is_some_and(|s| s.progress.in_flight());
@@ -375,9 +373,7 @@ async fn move_writes(a: SwitchoverArgs, unfence: Option<Reopen>) -> Result<u8, F
         }
     };
     // The target takes the writes now: the forward replication goes.
-    let rec = store()?
-        .existing(&a.name)
-        .map_err(|e| Failure::other(e.0))?;
+    let rec = store()?.existing(&a.name)?;
     super::terminate::stop_worker(rec.pid, Duration::from_secs(30)).await;
     // The worker's last metrics hold the rows its apply let pass (on_missing_row: log).
     report.missing_rows = store()?

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use pgtransit::native::Session;
+use pgtransit::step::Session;
 use pgtransit::task::Task;
 
 use super::{alive, json_out, store, TerminateArgs};
@@ -32,7 +32,7 @@ pub async fn stop_worker(pid: Option<u32>, wait: Duration) -> bool {
 pub async fn terminate(a: TerminateArgs) -> Result<u8, Failure> {
     let rec = {
         let store = store()?;
-        store.existing(&a.name).map_err(|e| Failure::usage(e.0))?
+        store.existing(&a.name)?
     };
     let stopped = stop_worker(rec.pid, Duration::from_secs(a.wait)).await;
     if stopped && !a.json {
@@ -79,9 +79,7 @@ pub async fn terminate(a: TerminateArgs) -> Result<u8, Failure> {
                 outln!("  -- [{}] {}\n  {}", l.side, l.what, l.sql);
             }
         }
-        store
-            .delete_task(&a.name)
-            .map_err(|e| Failure::other(e.0))?;
+        store.delete_task(&a.name)?;
         if !a.json {
             if c.left.is_empty() {
                 outln!(
@@ -98,9 +96,7 @@ pub async fn terminate(a: TerminateArgs) -> Result<u8, Failure> {
         // Forgotten or not, what is left is left: say so in the exit code too.
         return Ok(if c.left.is_empty() { 0 } else { 5 });
     }
-    store
-        .set_leftovers(&a.name, &c.left)
-        .map_err(|e| Failure::other(e.0))?;
+    store.set_leftovers(&a.name, &c.left)?;
     let _ = store.set_status(
         &a.name,
         "terminating",

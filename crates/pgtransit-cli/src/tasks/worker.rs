@@ -11,9 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pgtransit::check::Scope;
-use pgtransit::native::{self, SchemaOptions, Section, Session, StepError};
+use pgtransit::error::Error;
+use pgtransit::native;
+use pgtransit::schema::{SchemaOptions, Section};
 use pgtransit::snapshot::{CopyEvent, Events};
 use pgtransit::state::{Store, STEPS};
+use pgtransit::step::Session;
 use pgtransit::task::{Engine, Task};
 
 use super::metrics_http::{self, Status};
@@ -133,7 +136,7 @@ fn timestamp() -> String {
 
 /// Hold the task's lock file for the life of the process; another worker fails at once.
 fn lock(store: &Store, name: &str) -> Result<std::fs::File, Failure> {
-    let dir = store.workers_dir().map_err(|e| Failure::other(e.0))?;
+    let dir = store.workers_dir()?;
     let path = dir.join(format!("{name}.lock"));
     let f = std::fs::OpenOptions::new()
         .create(true)
@@ -162,8 +165,8 @@ const LAG_WARN_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// `pgtransit run NAME`.
 pub async fn run(name: &str, metrics_addr: Option<String>, json: bool) -> Result<u8, Failure> {
-    let store = Store::open().map_err(|e| Failure::other(e.0))?;
-    let rec = store.existing(name).map_err(|e| Failure::usage(e.0))?;
+    let store = Store::open()?;
+    let rec = store.existing(name)?;
     if rec.status == "terminating" {
         return Err(Failure::usage(format!(
             "task {name} is being terminated; finish with `pgtransit terminate {name}`"
@@ -244,9 +247,7 @@ fn watch_signals(stop: Arc<AtomicBool>) {
 
 /// Run every step not complete or skipped; Ok(false) when stopped by a signal.
 async fn run_steps(w: &Worker, task: &Task) -> Result<bool, Failure> {
-    let steps = w
-        .with_store(|s| s.steps(&w.name))
-        .map_err(|e| Failure::other(e.0))?;
+    let steps = w.with_store(|s| s.steps(&w.name))?;
     for step in STEPS {
         let state = steps
             .iter()
@@ -288,7 +289,7 @@ async fn run_steps(w: &Worker, task: &Task) -> Result<bool, Failure> {
 }
 
 /// One step; Ok(false) when a signal stopped it before its end.
-async fn run_step(w: &Worker, task: &Task, step: &str) -> Result<bool, StepError> {
+async fn run_step(w: &Worker, task: &Task, step: &str) -> Result<bool, Error> {
     let wl = w.clone();
     let mut s = Session::new(task, move |l| wl.log(l));
     let stream = task.engine == Engine::Stream;
@@ -304,12 +305,12 @@ async fn run_step(w: &Worker, task: &Task, step: &str) -> Result<bool, StepError
         "precheck" => {
             let report = crate::check_cmd::run_checks(task, &Scope::ALL, false, false, true)
                 .await
-                .map_err(|f| StepError::failed(f.message))?;
+                .map_err(|f| Error::failed(f.message))?;
             for line in pgtransit::check::render_text(&report, false).lines() {
                 w.log(line);
             }
             if report.has_errors() {
-                return Err(StepError::failed(format!(
+                return Err(Error::failed(format!(
                     "precheck found {} error(s) (see `pgtransit logs {} --step precheck`); fix them \
                      (`pgtransit check --fix`), then `pgtransit start {}`",
                     report.summary.errors, task.name, task.name
@@ -318,7 +319,7 @@ async fn run_step(w: &Worker, task: &Task, step: &str) -> Result<bool, StepError
             Ok(true)
         }
         "init-struct" => {
-            native::copy_schema(&mut s, &schema(Section::PreData)).await?;
+            pgtransit::schema::copy_schema(&mut s, &schema(Section::PreData)).await?;
             Ok(true)
         }
         "init-data" if stream => {
@@ -332,7 +333,7 @@ async fn run_step(w: &Worker, task: &Task, step: &str) -> Result<bool, StepError
                 "copied {} rows in {} unit(s) ({} already done); the change stream starts at {}",
                 r.rows, r.units_copied, r.units_skipped, r.consistent_lsn
             ));
-            native::copy_schema(&mut s, &schema(Section::PostData)).await?;
+            pgtransit::schema::copy_schema(&mut s, &schema(Section::PostData)).await?;
             Ok(true)
         }
         "init-data" => {
@@ -352,7 +353,7 @@ async fn run_step(w: &Worker, task: &Task, step: &str) -> Result<bool, StepError
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            native::copy_schema(&mut s, &schema(Section::PostData)).await?;
+            pgtransit::schema::copy_schema(&mut s, &schema(Section::PostData)).await?;
             Ok(true)
         }
         "cdc" if stream => {
@@ -373,14 +374,12 @@ async fn run_step(w: &Worker, task: &Task, step: &str) -> Result<bool, StepError
                                 .enable_all()
                                 .build()
                                 .map_err(|e| {
-                                    StepError::failed(format!(
-                                        "cannot start the apply runtime: {e}"
-                                    ))
+                                    Error::failed(format!("cannot start the apply runtime: {e}"))
                                 })?;
                             rt.block_on(pgtransit::stream::cdc(&mut s, &o, events))
                         })
                         .join()
-                        .map_err(|_| StepError::failed("the apply thread panicked".to_string()))?
+                        .map_err(|_| Error::failed("the apply thread panicked".to_string()))?
                 })
             })?;
             w.log(&format!(
@@ -426,7 +425,7 @@ async fn run_step(w: &Worker, task: &Task, step: &str) -> Result<bool, StepError
             }
             Ok(false)
         }
-        other => Err(StepError::failed(format!("unknown step {other}"))),
+        other => Err(Error::failed(format!("unknown step {other}"))),
     }
 }
 
@@ -435,9 +434,9 @@ async fn native_health(
     s: &mut Session<'_>,
     p: &native::Progress,
     watch: &mut native::ErrorWatch,
-) -> Result<(), StepError> {
+) -> Result<(), Error> {
     if !p.subscription_exists {
-        return Err(StepError::failed(format!(
+        return Err(Error::failed(format!(
             "the subscription {} is gone from the target: the task cannot go on; recreate it",
             s.task.subscription
         )));

@@ -24,23 +24,8 @@ impl Severity {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Side {
-    Source,
-    Target,
-    Local,
-}
-
-impl Side {
-    pub fn label(self) -> &'static str {
-        match self {
-            Side::Source => "source",
-            Side::Target => "target",
-            Side::Local => "local",
-        }
-    }
-}
+/// Findings name the side they are about with the runtime's vocabulary.
+pub use crate::step::Side;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Finding {

@@ -87,7 +87,11 @@ const URL_VALUE: &AsciiSet = &CONTROLS
 impl ConnSpec {
     /// Parse a libpq URL (`postgres://` or `postgresql://`) or a key=value string. A bare
     /// word without `=` is a database name, as in libpq.
-    pub fn parse(input: &str) -> Result<ConnSpec, String> {
+    pub fn parse(input: &str) -> crate::Result<ConnSpec> {
+        Self::parse_text(input).map_err(crate::Error::usage)
+    }
+
+    fn parse_text(input: &str) -> Result<ConnSpec, String> {
         let input = input.trim();
         if let Some(rest) = input
             .strip_prefix("postgresql://")
@@ -645,12 +649,15 @@ mod tests {
     fn errors_name_the_problem() {
         assert!(ConnSpec::parse("host=x sslmode=verify")
             .unwrap_err()
+            .message
             .contains("invalid sslmode"));
         assert!(ConnSpec::parse("host=x bogus=1")
             .unwrap_err()
+            .message
             .contains("unknown connection parameter \"bogus\""));
         assert!(ConnSpec::parse("postgres://h:notaport/db")
             .unwrap_err()
+            .message
             .contains("invalid port"));
     }
 

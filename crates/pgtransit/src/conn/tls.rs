@@ -32,7 +32,11 @@ pub fn effective_mode(spec: &ConnSpec) -> (SslMode, Option<String>) {
     (mode, root_file)
 }
 
-pub fn client_config(spec: &ConnSpec) -> Result<ClientConfig, String> {
+pub fn client_config(spec: &ConnSpec) -> crate::Result<ClientConfig> {
+    tls_config(spec).map_err(crate::Error::usage)
+}
+
+fn tls_config(spec: &ConnSpec) -> Result<ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

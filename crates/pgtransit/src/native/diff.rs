@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::exec::{sql_error, Session, StepError};
-use super::plan::{Action, Plan};
 use super::sql;
-use crate::check::Side;
+use crate::error::{sql_error, Error};
+use crate::step::Session;
+use crate::step::Side;
+use crate::step::{Action, Plan};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct DiffRow {
@@ -39,7 +40,7 @@ impl DiffReport {
 
 /// Wait up to `wait` for the slot to confirm the source's current WAL position (when the
 /// slot exists), then compare.
-pub async fn diff(s: &mut Session<'_>, wait: Duration) -> Result<DiffReport, StepError> {
+pub async fn diff(s: &mut Session<'_>, wait: Duration) -> Result<DiffReport, Error> {
     let task = s.task;
     let started = Instant::now();
     let caught_up = wait_for_catch_up(s, wait).await?;
@@ -138,7 +139,7 @@ pub async fn diff(s: &mut Session<'_>, wait: Duration) -> Result<DiffReport, Ste
     Ok(DiffReport { caught_up, rows })
 }
 
-async fn wait_for_catch_up(s: &mut Session<'_>, wait: Duration) -> Result<Option<bool>, StepError> {
+async fn wait_for_catch_up(s: &mut Session<'_>, wait: Duration) -> Result<Option<bool>, Error> {
     let lag_sql = sql::for_task(sql::PROGRESS_LAG, s.task);
     let start = Instant::now();
     let first = s.rows(Side::Source, "reading the slot", &lag_sql).await?;
@@ -184,7 +185,7 @@ async fn recheck_differences(
     counts: &mut [(String, i64, Option<i64>)],
     started: Instant,
     wait: Duration,
-) -> Result<(), StepError> {
+) -> Result<(), Error> {
     let deadline = started + wait.max(Duration::from_secs(5));
     while counts.iter().any(|(_, n, t)| *t != Some(*n)) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::exec::{Session, StepError};
-use super::plan::{Action, Plan};
 use super::sql;
-use crate::check::Side;
+use crate::error::Error;
+use crate::step::Session;
+use crate::step::Side;
+use crate::step::{Action, Plan};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct TableProgress {
@@ -42,7 +43,7 @@ pub struct Progress {
     pub errors: Option<i64>,
 }
 
-pub async fn progress(s: &mut Session<'_>) -> Result<Progress, StepError> {
+pub async fn progress(s: &mut Session<'_>) -> Result<Progress, Error> {
     let task = s.task;
     let sub = s
         .rows(
@@ -198,7 +199,7 @@ impl ErrorWatch {
 /// The task fails: the subscription keeps failing, or was disabled. The target's last
 /// logical replication error is quoted when its log can be read through SQL (a superuser
 /// and logging_collector); otherwise the message says where to look.
-pub async fn apply_failure(s: &mut Session<'_>, what: &str) -> StepError {
+pub async fn apply_failure(s: &mut Session<'_>, what: &str) -> Error {
     let last = match s.client(Side::Target).await {
         Ok(c) => c
             .query_opt(
@@ -224,7 +225,7 @@ pub async fn apply_failure(s: &mut Session<'_>, what: &str) -> StepError {
                  and ERROR)"
             .to_string(),
     };
-    StepError::failed(format!(
+    Error::failed(format!(
         "the subscription {} on the target {what}; {why}. Fix the cause on the target (or the \
          source), then `pgtransit start {}`: the subscription resumes where it stopped",
         crate::quote::ident(&s.task.subscription),

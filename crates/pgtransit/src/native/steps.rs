@@ -1,12 +1,13 @@
 //! create-pub, refresh, create-sub, copy-seq, drop-sub, drop-pub.
 
-use super::exec::{Session, StepError};
-use super::plan::{Action, Plan};
-use super::schema;
 use super::sql::{self, Value};
-use crate::check::Side;
 use crate::conn::ConnSpec;
+use crate::error::Error;
 use crate::quote;
+use crate::schema;
+use crate::step::Session;
+use crate::step::Side;
+use crate::step::{Action, Plan};
 
 /// Who made an object, from its comment.
 enum Ownership {
@@ -27,7 +28,7 @@ fn ownership(note: Option<String>, ours: &str) -> Ownership {
     }
 }
 
-async fn publication(s: &mut Session<'_>) -> Result<Ownership, StepError> {
+async fn publication(s: &mut Session<'_>) -> Result<Ownership, Error> {
     let rows = s
         .rows(
             Side::Source,
@@ -41,7 +42,7 @@ async fn publication(s: &mut Session<'_>) -> Result<Ownership, StepError> {
     ))
 }
 
-async fn subscription(s: &mut Session<'_>) -> Result<(Ownership, Option<u32>), StepError> {
+async fn subscription(s: &mut Session<'_>) -> Result<(Ownership, Option<u32>), Error> {
     let rows = s
         .rows(
             Side::Target,
@@ -83,7 +84,7 @@ pub fn plan_create_pub(task: &crate::task::Task) -> Plan {
     }
 }
 
-pub async fn create_pub(s: &mut Session<'_>) -> Result<(), StepError> {
+pub async fn create_pub(s: &mut Session<'_>) -> Result<(), Error> {
     let name = s.task.publication.clone();
     let who = match publication(s).await? {
         Ownership::Missing => None,
@@ -98,7 +99,7 @@ pub async fn create_pub(s: &mut Session<'_>) -> Result<(), StepError> {
         Ownership::Unmarked => Some("it was not created by pgtransit".to_string()),
     };
     if let Some(who) = who {
-        return Err(StepError::refused(format!(
+        return Err(Error::refused(format!(
             "publication {} already exists on the source and {who}. Two migrations of one source \
              must not share names: give this task its own publication (`options.publication`, or \
              `pub_name` in a Pigsty task file), or drop the old one if it is a leftover: DROP PUBLICATION {};",
@@ -126,12 +127,12 @@ pub async fn create_pub(s: &mut Session<'_>) -> Result<(), StepError> {
 /// replica identity is never published, because from then on every UPDATE and DELETE of
 /// the application on it fails on the source. Nor, for the native engine, a FULL-identity
 /// table its subscriber cannot match. The check's error findings say which and the fix.
-async fn refuse_without_identity(s: &mut Session<'_>) -> Result<(), StepError> {
+async fn refuse_without_identity(s: &mut Session<'_>) -> Result<(), Error> {
     let task = s.task;
     let source = s.client(Side::Source).await?;
     let report = crate::check::run(task, source, None, &[crate::check::Scope::ReplicaIdentity])
         .await
-        .map_err(|e| super::exec::sql_error("checking replica identities (on the source)", e))?;
+        .map_err(|e| crate::error::sql_error("checking replica identities (on the source)", e))?;
     let errors: Vec<String> = report
         .findings
         .iter()
@@ -151,7 +152,7 @@ async fn refuse_without_identity(s: &mut Session<'_>) -> Result<(), StepError> {
     if errors.is_empty() {
         return Ok(());
     }
-    Err(StepError::refused(format!(
+    Err(Error::refused(format!(
         "not publishing: {} table(s) cannot be replicated as they are (their UPDATEs and DELETEs \
          would fail on the source once published, or could not be applied):\n{}\n\
          `pgtransit check replica-identity --fix --apply` applies the fixes",
@@ -161,7 +162,7 @@ async fn refuse_without_identity(s: &mut Session<'_>) -> Result<(), StepError> {
 }
 
 /// The target's partitions as `parent>child` lines (none when the task has no target).
-async fn target_partitions(s: &mut Session<'_>) -> Result<String, StepError> {
+async fn target_partitions(s: &mut Session<'_>) -> Result<String, Error> {
     if s.task.target.is_none() {
         return Ok(String::new());
     }
@@ -206,7 +207,7 @@ pub fn plan_refresh(task: &crate::task::Task) -> Plan {
     }
 }
 
-pub async fn refresh(s: &mut Session<'_>) -> Result<(), StepError> {
+pub async fn refresh(s: &mut Session<'_>) -> Result<(), Error> {
     let rows = s
         .rows(
             Side::Source,
@@ -226,7 +227,7 @@ pub async fn refresh(s: &mut Session<'_>) -> Result<(), StepError> {
             .await?
             .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
             .await
-            .map_err(|e| super::exec::sql_error("looking for a table on the target", e))?
+            .map_err(|e| crate::error::sql_error("looking for a table on the target", e))?
             .get::<_, bool>(0);
         if !exists {
             missing.push((r.get::<_, String>("nspname"), r.get::<_, String>("relname")));
@@ -297,18 +298,18 @@ fn mask_sub_conn(text: &str, sub_conn: &str) -> String {
         .replace(sub_conn, &masked)
 }
 
-pub async fn create_sub(s: &mut Session<'_>) -> Result<(), StepError> {
+pub async fn create_sub(s: &mut Session<'_>) -> Result<(), Error> {
     create_sub_with(s, true).await
 }
 
 /// The subscription without its initial copy: it streams from the slot's creation on. A
 /// switchover's reverse replication starts so, in the fenced window where both sides are
 /// equal.
-pub async fn create_sub_without_copy(s: &mut Session<'_>) -> Result<(), StepError> {
+pub async fn create_sub_without_copy(s: &mut Session<'_>) -> Result<(), Error> {
     create_sub_with(s, false).await
 }
 
-async fn create_sub_with(s: &mut Session<'_>, copy_data: bool) -> Result<(), StepError> {
+async fn create_sub_with(s: &mut Session<'_>, copy_data: bool) -> Result<(), Error> {
     let task = s.task;
     match subscription(s).await?.0 {
         Ownership::Ours => {
@@ -324,7 +325,7 @@ async fn create_sub_with(s: &mut Session<'_>, copy_data: bool) -> Result<(), Ste
                 Ownership::OtherTask(n) => format!("it was {n}"),
                 _ => "it was not created by pgtransit".into(),
             };
-            return Err(StepError::refused(format!(
+            return Err(Error::refused(format!(
                 "subscription {} already exists on the target and {who}; give this task its own \
                  name (`options.subscription`, or `sub_name` in a Pigsty task file) or drop it with drop-sub",
                 quote::ident(&task.subscription)
@@ -332,7 +333,7 @@ async fn create_sub_with(s: &mut Session<'_>, copy_data: bool) -> Result<(), Ste
         }
     }
     if matches!(publication(s).await?, Ownership::Missing) {
-        return Err(StepError::failed(format!(
+        return Err(Error::failed(format!(
             "publication {} does not exist on the source: run create-pub first",
             quote::ident(&task.publication)
         )));
@@ -345,7 +346,7 @@ async fn create_sub_with(s: &mut Session<'_>, copy_data: bool) -> Result<(), Ste
         )
         .await?;
     if !slot.is_empty() {
-        return Err(StepError::refused(format!(
+        return Err(Error::refused(format!(
             "replication slot {} already exists on the source: another migration of this database \
              uses the same name, or an earlier run left it. If it is a leftover, drop it on the source: \
              SELECT pg_drop_replication_slot({}); otherwise give this task its own subscription and slot \
@@ -375,7 +376,10 @@ async fn create_sub_with(s: &mut Session<'_>, copy_data: bool) -> Result<(), Ste
     s.run_statements(Side::Target, &stmts, |t| mask_sub_conn(t, &sub_conn))
         .await
         .map_err(|mut e| {
-            if e.message.contains("could not connect to the publisher") {
+            // The target answers 08006 when *its* connection to the publisher fails; our
+            // own session is fine, so this is a failure to report, not a lost connection.
+            if e.code() == Some(&tokio_postgres::error::SqlState::CONNECTION_FAILURE) {
+                e.kind = crate::error::ErrorKind::Failed;
                 e.message.push_str(&format!(
                     "\n  the target server itself connects to the source with sub_conn ({}): the source's \
                      pg_hba.conf must accept the target's address for user {} (database and replication), \
@@ -406,7 +410,7 @@ pub fn plan_copy_seq(task: &crate::task::Task, shift: i64) -> Plan {
     }
 }
 
-pub async fn copy_seq(s: &mut Session<'_>, shift: i64) -> Result<usize, StepError> {
+pub async fn copy_seq(s: &mut Session<'_>, shift: i64) -> Result<usize, Error> {
     let query = sql::for_task_with(
         sql::COPY_SEQ,
         s.task,
@@ -452,18 +456,18 @@ pub fn plan_drop_sub(task: &crate::task::Task) -> Plan {
     }
 }
 
-pub async fn drop_sub(s: &mut Session<'_>) -> Result<DropSubOutcome, StepError> {
+pub async fn drop_sub(s: &mut Session<'_>) -> Result<DropSubOutcome, Error> {
     let task = s.task;
     let (owner, oid) = subscription(s).await?;
     match &owner {
         Ownership::OtherTask(n) => {
-            return Err(StepError::refused(format!(
+            return Err(Error::refused(format!(
                 "subscription {} on the target was {n}, not by this task: not dropping it",
                 quote::ident(&task.subscription)
             )))
         }
         Ownership::Unmarked => {
-            return Err(StepError::refused(format!(
+            return Err(Error::refused(format!(
                 "subscription {0} on the target was not created by pgtransit (it has no pgtransit \
                  comment): not dropping it; if it is this migration's, drop it by hand: \
                  DROP SUBSCRIPTION {0};",
@@ -524,7 +528,7 @@ pub async fn drop_sub(s: &mut Session<'_>) -> Result<DropSubOutcome, StepError> 
             }
             s.say(&format!(
                 "  the source cannot be reached ({})",
-                super::exec::first_line(&e.message)
+                crate::step::first_line(&e.message)
             ));
             return Ok(DropSubOutcome {
                 subscription_dropped: oid.is_some(),
@@ -536,7 +540,7 @@ pub async fn drop_sub(s: &mut Session<'_>) -> Result<DropSubOutcome, StepError> 
     let before: Vec<String> = source
         .query(slots_query, &[&task.slot, &pattern])
         .await
-        .map_err(|e| super::exec::sql_error("listing slots on the source", e))?
+        .map_err(|e| crate::error::sql_error("listing slots on the source", e))?
         .iter()
         .map(|r| r.get(0))
         .collect();
@@ -569,7 +573,7 @@ pub fn plan_drop_pub(task: &crate::task::Task) -> Plan {
     }
 }
 
-pub async fn drop_pub(s: &mut Session<'_>) -> Result<bool, StepError> {
+pub async fn drop_pub(s: &mut Session<'_>) -> Result<bool, Error> {
     let task = s.task;
     match publication(s).await? {
         Ownership::Missing => {
@@ -579,11 +583,11 @@ pub async fn drop_pub(s: &mut Session<'_>) -> Result<bool, StepError> {
             ));
             Ok(false)
         }
-        Ownership::OtherTask(n) => Err(StepError::refused(format!(
+        Ownership::OtherTask(n) => Err(Error::refused(format!(
             "publication {} on the source was {n}, not by this task: not dropping it",
             quote::ident(&task.publication)
         ))),
-        Ownership::Unmarked => Err(StepError::refused(format!(
+        Ownership::Unmarked => Err(Error::refused(format!(
             "publication {0} on the source was not created by pgtransit (it has no pgtransit \
              comment): not dropping it; if it is this migration's, drop it by hand: \
              DROP PUBLICATION {0};",

@@ -16,8 +16,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::check::Side;
-use crate::native::{self, Session, StepError};
+use crate::error::Error;
+use crate::native::{self};
 use crate::quote;
+use crate::step::Session;
 
 pub use events::{message, CopyEvent, Events};
 pub use plan::Unit;
@@ -49,7 +51,7 @@ pub struct CopyReport {
     pub seconds: f64,
 }
 
-async fn publication_exists(s: &mut Session<'_>) -> Result<bool, StepError> {
+async fn publication_exists(s: &mut Session<'_>) -> Result<bool, Error> {
     let name = s.task.publication.clone();
     Ok(s.client(Side::Source)
         .await?
@@ -58,7 +60,7 @@ async fn publication_exists(s: &mut Session<'_>) -> Result<bool, StepError> {
             &[&name],
         )
         .await
-        .map_err(|e| native::sql_error("looking for the publication (on the source)", e))?
+        .map_err(|e| crate::error::sql_error("looking for the publication (on the source)", e))?
         .get(0))
 }
 
@@ -107,7 +109,7 @@ pub async fn init_data(
     s: &mut Session<'_>,
     o: &CopyOptions,
     events: Events,
-) -> Result<CopyReport, StepError> {
+) -> Result<CopyReport, Error> {
     let say = |t: &str| events(message(t));
     let started = Instant::now();
     let task = s.task;
@@ -129,7 +131,7 @@ pub async fn init_data(
     let resumed = !units.is_empty();
     let (snapshot, consistent_lsn) = if units.is_empty() {
         if slot_exists {
-            return Err(StepError::refused(format!(
+            return Err(Error::refused(format!(
                 "replication slot {} already exists on the source, but the target records no copy \
                  for task {}: another task uses the name, or an earlier run left it. Drop it if it \
                  is a leftover (SELECT pg_drop_replication_slot({})) or give this task another slot name.",
@@ -157,7 +159,7 @@ pub async fn init_data(
             let units = plan::make(s, &exported, o).await?;
             plan::guard_empty_targets(s, &units, o.force).await?;
             plan::store(s, &units, &exported.lsn).await?;
-            Ok::<_, StepError>(units)
+            Ok::<_, Error>(units)
         }
         .await;
         match planned {
@@ -175,7 +177,7 @@ pub async fn init_data(
         (exported, lsn)
     } else {
         if !slot_exists {
-            return Err(StepError::refused(format!(
+            return Err(Error::refused(format!(
                 "the target records a copy for task {} but the slot {} is gone from the source, so the \
                  changes since that copy are lost: start the task over (drop the copied tables' rows \
                  and pgtransit.copy_progress on the target)",

@@ -6,8 +6,10 @@ use tokio_postgres::Row;
 use super::slot::Exported;
 use super::CopyOptions;
 use crate::check::Side;
-use crate::native::{self, Session, StepError};
+use crate::error::Error;
+use crate::native::{self};
 use crate::quote;
+use crate::step::Session;
 
 const COPY_UNITS: &str = include_str!("sql/copy-units.sql");
 const BLOCK: i64 = 8192;
@@ -101,7 +103,7 @@ fn unit_from_row(r: &Row) -> Unit {
 }
 
 /// The stored plan of the session's task (empty when the copy never started).
-pub async fn load(s: &mut Session<'_>) -> Result<Vec<Unit>, StepError> {
+pub async fn load(s: &mut Session<'_>) -> Result<Vec<Unit>, Error> {
     let name = s.task.name.clone();
     let rows = s
         .client(Side::Target)
@@ -111,7 +113,7 @@ pub async fn load(s: &mut Session<'_>) -> Result<Vec<Unit>, StepError> {
             &[&name],
         )
         .await
-        .map_err(|e| native::sql_error("reading pgtransit.copy_progress (on the target)", e))?;
+        .map_err(|e| crate::error::sql_error("reading pgtransit.copy_progress (on the target)", e))?;
     Ok(rows.iter().map(unit_from_row).collect())
 }
 
@@ -120,7 +122,7 @@ pub async fn make(
     s: &mut Session<'_>,
     _snap: &Exported,
     o: &CopyOptions,
-) -> Result<Vec<Unit>, StepError> {
+) -> Result<Vec<Unit>, Error> {
     let sql = native::sql::for_task(COPY_UNITS, s.task);
     let rows = s
         .rows(Side::Source, "listing the tables to copy", &sql)
@@ -202,7 +204,7 @@ pub async fn guard_empty_targets(
     s: &mut Session<'_>,
     units: &[Unit],
     force: bool,
-) -> Result<(), StepError> {
+) -> Result<(), Error> {
     let mut targets: Vec<&String> = units.iter().map(|u| &u.target_name).collect();
     targets.sort();
     targets.dedup();
@@ -222,7 +224,7 @@ pub async fn guard_empty_targets(
         }
     }
     if !full.is_empty() && !force {
-        return Err(StepError::refused(format!(
+        return Err(Error::refused(format!(
             "the target already holds rows in {}: the copy never writes into a table with data unless \
              told to (--force adds the source rows to them)",
             full.join(", ")
@@ -232,10 +234,10 @@ pub async fn guard_empty_targets(
 }
 
 /// Record the plan and the slot's consistent point on the target.
-pub async fn store(s: &mut Session<'_>, units: &[Unit], lsn: &str) -> Result<(), StepError> {
+pub async fn store(s: &mut Session<'_>, units: &[Unit], lsn: &str) -> Result<(), Error> {
     let task = s.task;
     let client = s.client(Side::Target).await?;
-    let err = |e| native::sql_error("recording the copy plan (on the target)", e);
+    let err = |e| crate::error::sql_error("recording the copy plan (on the target)", e);
     client.batch_execute("BEGIN").await.map_err(err)?;
     client
         .execute(
@@ -277,7 +279,7 @@ pub async fn store(s: &mut Session<'_>, units: &[Unit], lsn: &str) -> Result<(),
 }
 
 /// The slot's consistent point recorded when the copy started.
-pub async fn consistent_lsn(s: &mut Session<'_>) -> Result<String, StepError> {
+pub async fn consistent_lsn(s: &mut Session<'_>) -> Result<String, Error> {
     let name = s.task.name.clone();
     let row = s
         .client(Side::Target)
@@ -287,9 +289,9 @@ pub async fn consistent_lsn(s: &mut Session<'_>) -> Result<String, StepError> {
             &[&name],
         )
         .await
-        .map_err(|e| native::sql_error("reading pgtransit.copy_state (on the target)", e))?;
+        .map_err(|e| crate::error::sql_error("reading pgtransit.copy_state (on the target)", e))?;
     row.map(|r| r.get(0))
-        .ok_or_else(|| StepError::failed("pgtransit.copy_state has no row for this task"))
+        .ok_or_else(|| Error::failed("pgtransit.copy_state has no row for this task"))
 }
 
 /// A split table whose chunks were only partly copied is copied again, whole, from the
@@ -300,7 +302,7 @@ pub async fn restart_partial_tables(
     s: &mut Session<'_>,
     units: &mut [Unit],
     events: &super::Events,
-) -> Result<(), StepError> {
+) -> Result<(), Error> {
     let mut restart: Vec<String> = units
         .iter()
         .filter(|u| u.done && u.chunks > 1)

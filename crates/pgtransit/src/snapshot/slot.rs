@@ -5,8 +5,9 @@ use pgwire_replication::ReplicationClient;
 
 use crate::check::Side;
 use crate::conn;
-use crate::native::{Session, StepError};
+use crate::error::Error;
 use crate::quote;
+use crate::step::Session;
 
 /// A snapshot exported by the creation of a logical slot.
 pub struct Exported {
@@ -20,11 +21,7 @@ pub struct Exported {
 
 /// Create the logical slot `name` (pgoutput), exporting its snapshot. A temporary slot
 /// disappears with the session: used to get a fresh snapshot with a known position.
-pub async fn create(
-    s: &mut Session<'_>,
-    name: &str,
-    temporary: bool,
-) -> Result<Exported, StepError> {
+pub async fn create(s: &mut Session<'_>, name: &str, temporary: bool) -> Result<Exported, Error> {
     let spec = s.spec(Side::Source)?.clone();
     let mut session = conn::replication_session(&spec).await?;
     // The pre-15 spelling (EXPORT_SNAPSHOT) is still accepted by 15 and later.
@@ -34,7 +31,7 @@ pub async fn create(
         if temporary { " TEMPORARY" } else { "" }
     );
     let rows = session.simple_query(&sql).await.map_err(|e| {
-        StepError::failed(format!(
+        Error::failed(format!(
             "creating the replication slot {} on the source: {e}\n  check max_replication_slots \
              and max_wal_senders on the source (`pgtransit check config`)",
             quote::ident(name)
@@ -42,14 +39,12 @@ pub async fn create(
     })?;
     let row = rows
         .first()
-        .ok_or_else(|| StepError::failed("CREATE_REPLICATION_SLOT returned no row"))?;
-    let field = |i: usize| -> Result<String, StepError> {
+        .ok_or_else(|| Error::failed("CREATE_REPLICATION_SLOT returned no row"))?;
+    let field = |i: usize| -> Result<String, Error> {
         row.get(i)
             .and_then(|v| v.as_ref())
             .map(|b| String::from_utf8_lossy(b).into_owned())
-            .ok_or_else(|| {
-                StepError::failed(format!("CREATE_REPLICATION_SLOT returned no column {i}"))
-            })
+            .ok_or_else(|| Error::failed(format!("CREATE_REPLICATION_SLOT returned no column {i}")))
     };
     Ok(Exported {
         lsn: field(1)?,

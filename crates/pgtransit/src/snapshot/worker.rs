@@ -15,8 +15,9 @@ use super::slot::Exported;
 use super::{CopyEvent, Events};
 use crate::check::Side;
 use crate::conn::{self, ConnSpec};
-use crate::native::{sql_error, Session, StepError};
+use crate::error::{sql_error, Error};
 use crate::quote;
+use crate::step::Session;
 
 pub struct Totals {
     pub units: usize,
@@ -41,7 +42,7 @@ pub async fn run(
     units: Vec<Unit>,
     jobs: usize,
     events: Events,
-) -> Result<Totals, StepError> {
+) -> Result<Totals, Error> {
     let units_total = units.len();
     let source = s.spec(Side::Source)?.clone();
     let target = s.spec(Side::Target)?.clone();
@@ -50,7 +51,7 @@ pub async fn run(
     let jobs = jobs.min(units.len()).max(1);
     let queue = Arc::new(Mutex::new(units.into_iter().collect::<VecDeque<_>>()));
     let counters = Arc::new(Counters::default());
-    let (imported_tx, mut imported_rx) = tokio::sync::mpsc::channel::<Result<(), StepError>>(jobs);
+    let (imported_tx, mut imported_rx) = tokio::sync::mpsc::channel::<Result<(), Error>>(jobs);
     let started = Instant::now();
     let mut handles = Vec::new();
     for _ in 0..jobs {
@@ -128,8 +129,7 @@ pub async fn run(
                 first_error.get_or_insert(e);
             }
             Err(e) => {
-                first_error
-                    .get_or_insert(StepError::failed(format!("a copy worker panicked: {e}")));
+                first_error.get_or_insert(Error::failed(format!("a copy worker panicked: {e}")));
             }
         }
     }
@@ -162,8 +162,8 @@ struct Worker {
 impl Worker {
     async fn run(
         mut self,
-        imported: tokio::sync::mpsc::Sender<Result<(), StepError>>,
-    ) -> Result<(), StepError> {
+        imported: tokio::sync::mpsc::Sender<Result<(), Error>>,
+    ) -> Result<(), Error> {
         let src = match self.import().await {
             Ok((c, visible)) => {
                 self.visible = visible;
@@ -171,7 +171,7 @@ impl Worker {
                 c
             }
             Err(e) => {
-                let _ = imported.send(Err(StepError::failed(e.to_string()))).await;
+                let _ = imported.send(Err(Error::failed(e.to_string()))).await;
                 return Err(e);
             }
         };
@@ -194,7 +194,7 @@ impl Worker {
     }
 
     /// A source session inside the exported snapshot, and the snapshot as text.
-    async fn import(&self) -> Result<(Client, String), StepError> {
+    async fn import(&self) -> Result<(Client, String), Error> {
         let src = conn::connect(&self.source).await?;
         src.batch_execute(&format!(
             "{}; BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
@@ -211,7 +211,7 @@ impl Worker {
         Ok((src, visible))
     }
 
-    async fn copy(&self, src: &Client, dst: &mut Client, unit: &Unit) -> Result<(), StepError> {
+    async fn copy(&self, src: &Client, dst: &mut Client, unit: &Unit) -> Result<(), Error> {
         if unit.is_large_objects() {
             return self.copy_large_objects(src, dst, unit).await;
         }
@@ -285,7 +285,7 @@ impl Worker {
         tx: &tokio_postgres::Transaction<'_>,
         unit: &Unit,
         rows: u64,
-    ) -> Result<(), StepError> {
+    ) -> Result<(), Error> {
         tx.execute(
             "UPDATE pgtransit.copy_progress SET done = true, snapshot_lsn = $1::text::pg_lsn, \
              snapshot = $6, rows_copied = $2, copied_at = now() \
@@ -310,7 +310,7 @@ impl Worker {
         src: &Client,
         dst: &mut Client,
         unit: &Unit,
-    ) -> Result<(), StepError> {
+    ) -> Result<(), Error> {
         const PIECE: i32 = 1 << 20;
         let started = Instant::now();
         let fail = |what: &'static str| move |e| sql_error(what, e);

@@ -16,18 +16,11 @@ use serde::Serialize;
 /// The kbcli steps, in the order a worker runs them.
 pub const STEPS: [&str; 4] = ["precheck", "init-struct", "init-data", "cdc"];
 
-#[derive(Debug)]
-pub struct StoreError(pub String);
-
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<rusqlite::Error> for StoreError {
+/// A SQLite failure is a `Failed` error of the library; a task that does not exist is
+/// `Usage`, a name taken `Refused`.
+impl From<rusqlite::Error> for crate::Error {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError(format!("task store: {e}"))
+        crate::Error::failed(format!("task store: {e}"))
     }
 }
 
@@ -150,20 +143,20 @@ CREATE TABLE IF NOT EXISTS switchovers (
 );
 ";
 
-fn private_dir(p: &Path) -> Result<(), StoreError> {
+fn private_dir(p: &Path) -> crate::Result<()> {
     std::fs::create_dir_all(p)
-        .map_err(|e| StoreError(format!("cannot create {}: {e}", p.display())))?;
+        .map_err(|e| crate::Error::failed(format!("cannot create {}: {e}", p.display())))?;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| StoreError(format!("cannot make {} private: {e}", p.display())))
+        .map_err(|e| crate::Error::failed(format!("cannot make {} private: {e}", p.display())))
 }
 
 impl Store {
     /// Open (creating it the first time) the store under [`home`].
-    pub fn open() -> Result<Store, StoreError> {
+    pub fn open() -> crate::Result<Store> {
         Store::open_at(&home())
     }
 
-    pub fn open_at(home: &Path) -> Result<Store, StoreError> {
+    pub fn open_at(home: &Path) -> crate::Result<Store> {
         private_dir(home)?;
         let path = home.join("tasks.db");
         // The database and its journal files are created private.
@@ -189,20 +182,16 @@ impl Store {
         self.home.join("workers").join(format!("{name}.log"))
     }
 
-    pub fn workers_dir(&self) -> Result<PathBuf, StoreError> {
+    pub fn workers_dir(&self) -> crate::Result<PathBuf> {
         let d = self.home.join("workers");
         private_dir(&d)?;
         Ok(d)
     }
 
     /// Record a new task with every step pending (or skipped when disabled).
-    pub fn create_task(
-        &self,
-        rec: &TaskRecord,
-        enabled: &[(&str, bool)],
-    ) -> Result<(), StoreError> {
+    pub fn create_task(&self, rec: &TaskRecord, enabled: &[(&str, bool)]) -> crate::Result<()> {
         if self.task(&rec.name)?.is_some() {
-            return Err(StoreError(format!(
+            return Err(crate::Error::refused(format!(
                 "a task named {} already exists: pick another name, or `pgtransit terminate {}` first",
                 rec.name, rec.name
             )));
@@ -229,7 +218,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn task(&self, name: &str) -> Result<Option<TaskRecord>, StoreError> {
+    pub fn task(&self, name: &str) -> crate::Result<Option<TaskRecord>> {
         Ok(self
             .conn
             .query_row(
@@ -242,12 +231,12 @@ impl Store {
     }
 
     /// The task, or an error naming the tasks there are.
-    pub fn existing(&self, name: &str) -> Result<TaskRecord, StoreError> {
+    pub fn existing(&self, name: &str) -> crate::Result<TaskRecord> {
         match self.task(name)? {
             Some(t) => Ok(t),
             None => {
                 let names: Vec<String> = self.tasks()?.into_iter().map(|t| t.name).collect();
-                Err(StoreError(format!(
+                Err(crate::Error::usage(format!(
                     "no task named {name} in {} (tasks: {})",
                     self.home.display(),
                     if names.is_empty() {
@@ -260,7 +249,7 @@ impl Store {
         }
     }
 
-    pub fn tasks(&self) -> Result<Vec<TaskRecord>, StoreError> {
+    pub fn tasks(&self) -> crate::Result<Vec<TaskRecord>> {
         let mut st = self.conn.prepare(
             "SELECT name, spec, engine, source, target, status, reason, created_at, updated_at, pid, metrics_addr \
              FROM tasks ORDER BY created_at",
@@ -269,12 +258,7 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn set_status(
-        &self,
-        name: &str,
-        status: &str,
-        reason: Option<&str>,
-    ) -> Result<(), StoreError> {
+    pub fn set_status(&self, name: &str, status: &str, reason: Option<&str>) -> crate::Result<()> {
         self.conn.execute(
             "UPDATE tasks SET status = ?2, reason = ?3, updated_at = ?4 WHERE name = ?1",
             params![name, status, reason, now()],
@@ -287,7 +271,7 @@ impl Store {
         name: &str,
         pid: Option<u32>,
         metrics_addr: Option<&str>,
-    ) -> Result<(), StoreError> {
+    ) -> crate::Result<()> {
         self.conn.execute(
             "UPDATE tasks SET pid = ?2, metrics_addr = ?3, updated_at = ?4 WHERE name = ?1",
             params![name, pid, metrics_addr, now()],
@@ -295,7 +279,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn steps(&self, name: &str) -> Result<Vec<StepRecord>, StoreError> {
+    pub fn steps(&self, name: &str) -> crate::Result<Vec<StepRecord>> {
         let mut st = self.conn.prepare(
             "SELECT step, status, started_at, finished_at, reason FROM steps WHERE task = ?1 ORDER BY ord",
         )?;
@@ -318,7 +302,7 @@ impl Store {
         step: &str,
         status: &str,
         reason: Option<&str>,
-    ) -> Result<(), StoreError> {
+    ) -> crate::Result<()> {
         let t = now();
         let sql = match status {
             "running" => "UPDATE steps SET status = ?3, reason = ?4, started_at = ?5, finished_at = NULL WHERE task = ?1 AND step = ?2",
@@ -330,7 +314,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn log(&self, name: &str, step: &str, line: &str) -> Result<(), StoreError> {
+    pub fn log(&self, name: &str, step: &str, line: &str) -> crate::Result<()> {
         self.conn.execute(
             "INSERT INTO logs (task, step, at, line) VALUES (?1, ?2, ?3, ?4)",
             params![name, step, now(), line],
@@ -339,12 +323,7 @@ impl Store {
     }
 
     /// Log lines after `after` (an id), of one step or all.
-    pub fn logs(
-        &self,
-        name: &str,
-        step: Option<&str>,
-        after: i64,
-    ) -> Result<Vec<LogLine>, StoreError> {
+    pub fn logs(&self, name: &str, step: Option<&str>, after: i64) -> crate::Result<Vec<LogLine>> {
         let mut st = self.conn.prepare(
             "SELECT id, at, step, line FROM logs WHERE task = ?1 AND id > ?2 AND (?3 IS NULL OR step = ?3) ORDER BY id",
         )?;
@@ -360,7 +339,7 @@ impl Store {
     }
 
     /// The worker's latest metrics; a sample of the lag is kept for history.
-    pub fn put_metrics(&self, name: &str, m: &serde_json::Value) -> Result<(), StoreError> {
+    pub fn put_metrics(&self, name: &str, m: &serde_json::Value) -> crate::Result<()> {
         let t = now();
         self.conn.execute(
             "INSERT INTO metrics (task, at, json) VALUES (?1, ?2, ?3) \
@@ -383,7 +362,7 @@ impl Store {
     }
 
     /// The latest metrics and when they were published.
-    pub fn metrics(&self, name: &str) -> Result<Option<(f64, serde_json::Value)>, StoreError> {
+    pub fn metrics(&self, name: &str) -> crate::Result<Option<(f64, serde_json::Value)>> {
         let row: Option<(f64, String)> = self
             .conn
             .query_row(
@@ -395,7 +374,7 @@ impl Store {
         Ok(row.and_then(|(at, j)| serde_json::from_str(&j).ok().map(|v| (at, v))))
     }
 
-    pub fn set_leftovers(&self, name: &str, left: &[Leftover]) -> Result<(), StoreError> {
+    pub fn set_leftovers(&self, name: &str, left: &[Leftover]) -> crate::Result<()> {
         let json = serde_json::to_string(left).unwrap_or_else(|_| "[]".into());
         self.conn.execute(
             "INSERT INTO leftovers (task, json) VALUES (?1, ?2) ON CONFLICT (task) DO UPDATE SET json = excluded.json",
@@ -404,7 +383,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn leftovers(&self, name: &str) -> Result<Vec<Leftover>, StoreError> {
+    pub fn leftovers(&self, name: &str) -> crate::Result<Vec<Leftover>> {
         let json: Option<String> = self
             .conn
             .query_row("SELECT json FROM leftovers WHERE task = ?1", [name], |r| {
@@ -417,7 +396,7 @@ impl Store {
     }
 
     /// A switchover's recorded progress (JSON), so that a crashed one is continued or undone.
-    pub fn set_switchover(&self, name: &str, json: &str) -> Result<(), StoreError> {
+    pub fn set_switchover(&self, name: &str, json: &str) -> crate::Result<()> {
         self.conn.execute(
             "INSERT INTO switchovers (task, json) VALUES (?1, ?2) ON CONFLICT (task) DO UPDATE SET json = excluded.json",
             params![name, json],
@@ -425,7 +404,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn switchover(&self, name: &str) -> Result<Option<String>, StoreError> {
+    pub fn switchover(&self, name: &str) -> crate::Result<Option<String>> {
         Ok(self
             .conn
             .query_row(
@@ -437,7 +416,7 @@ impl Store {
     }
 
     /// Forget a task: its record, steps, logs, metrics and its secrets file.
-    pub fn delete_task(&self, name: &str) -> Result<(), StoreError> {
+    pub fn delete_task(&self, name: &str) -> crate::Result<()> {
         let tx = self.conn.unchecked_transaction()?;
         for table in [
             "tasks",

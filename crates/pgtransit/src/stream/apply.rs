@@ -28,7 +28,7 @@ use tokio_postgres::Statement;
 use super::pipeline::{Expected, Pipeline, Sent};
 use super::tables::Table;
 use super::text::TextValue;
-use crate::native::{sql_error, StepError};
+use crate::error::{sql_error, Error};
 use crate::task::OnMissingRow;
 
 /// Rows per statement (PostgreSQL allows 65535 parameters).
@@ -155,9 +155,9 @@ impl Applier {
         self.unresolved.insert(oid, why);
     }
 
-    fn table(&self, oid: u32) -> Result<&Arc<Table>, StepError> {
+    fn table(&self, oid: u32) -> Result<&Arc<Table>, Error> {
         self.tables.get(&oid).ok_or_else(|| {
-            StepError::failed(match self.unresolved.get(&oid) {
+            Error::failed(match self.unresolved.get(&oid) {
                 Some(why) => why.clone(),
                 None => format!("a change for relation {oid} came before its Relation message"),
             })
@@ -170,7 +170,7 @@ impl Applier {
         oid: u32,
         key: String,
         sql: impl FnOnce() -> String,
-    ) -> Result<Statement, StepError> {
+    ) -> Result<Statement, Error> {
         if let Some(s) = self.statements.get(&(oid, key.clone())) {
             return Ok(s.clone());
         }
@@ -192,7 +192,7 @@ impl Applier {
 
     /// Whether a change committed at `commit_lsn` is already in the table's copy, and
     /// whether it must be applied idempotently.
-    fn skip(&self, oid: u32, commit_lsn: u64) -> Result<(bool, bool), StepError> {
+    fn skip(&self, oid: u32, commit_lsn: u64) -> Result<(bool, bool), Error> {
         let t = self.table(oid)?;
         // The snapshot holds exactly the transactions whose commit record starts before
         // its position; one that starts right at it is not in the copy.
@@ -208,8 +208,8 @@ impl Applier {
     }
 
     /// A change that cannot be matched: the source sent no key for it.
-    fn no_key(t: &Table, what: &str, lsn: u64) -> StepError {
-        StepError::failed(format!(
+    fn no_key(t: &Table, what: &str, lsn: u64) -> Error {
+        Error::failed(format!(
             "cannot apply {what} {}: the source sent no key for it (replica identity NOTHING, or \
              DEFAULT without a primary key; for a partitioned table, its partitions' identity) in \
              the source transaction committing at {}. Nothing of it was committed and the slot \
@@ -225,14 +225,14 @@ impl Applier {
         p: &mut Pipeline,
         m: Insert,
         commit_lsn: u64,
-    ) -> Result<(), StepError> {
+    ) -> Result<(), Error> {
         let (copied, idempotent) = self.skip(m.relation, commit_lsn)?;
         if copied {
             return Ok(());
         }
         let width = self.table(m.relation)?.columns.len();
         if m.new.0.len() != width {
-            return Err(StepError::failed(format!(
+            return Err(Error::failed(format!(
                 "an insert into {} has {} values for {width} columns",
                 self.table(m.relation)?.name,
                 m.new.0.len()
@@ -254,7 +254,7 @@ impl Applier {
         p: &mut Pipeline,
         m: Update,
         commit_lsn: u64,
-    ) -> Result<(), StepError> {
+    ) -> Result<(), Error> {
         let (copied, _) = self.skip(m.relation, commit_lsn)?;
         if copied {
             return Ok(());
@@ -329,7 +329,7 @@ impl Applier {
         p: &mut Pipeline,
         m: Delete,
         commit_lsn: u64,
-    ) -> Result<(), StepError> {
+    ) -> Result<(), Error> {
         let (copied, _) = self.skip(m.relation, commit_lsn)?;
         if copied {
             return Ok(());
@@ -368,7 +368,7 @@ impl Applier {
         p: &mut Pipeline,
         m: Truncate,
         commit_lsn: u64,
-    ) -> Result<(), StepError> {
+    ) -> Result<(), Error> {
         // CASCADE reaches other tables: everything before it goes first.
         self.flush(p).await?;
         let mut names = Vec::new();
@@ -409,7 +409,7 @@ impl Applier {
         sql: String,
         mut params: Vec<TextValue>,
         mut sent: Sent,
-    ) -> Result<(), StepError> {
+    ) -> Result<(), Error> {
         if self.on_missing == OnMissingRow::Log {
             let st = self.statement(p, oid, key, || sql).await?;
             return p.execute_returning(&st, params, sent).await;
@@ -440,7 +440,7 @@ impl Applier {
     }
 
     /// Send everything waiting, table by table.
-    pub async fn flush(&mut self, p: &mut Pipeline) -> Result<(), StepError> {
+    pub async fn flush(&mut self, p: &mut Pipeline) -> Result<(), Error> {
         for w in std::mem::take(&mut self.waiting) {
             self.send(p, w).await?;
         }
@@ -449,7 +449,7 @@ impl Applier {
 
     /// Before a change of `oid` that is sent at once: what waits for that table goes
     /// first, and so does everything else when the order matters for it or for them.
-    async fn send_own_turn(&mut self, p: &mut Pipeline, oid: u32) -> Result<(), StepError> {
+    async fn send_own_turn(&mut self, p: &mut Pipeline, oid: u32) -> Result<(), Error> {
         let foldable = self.table(oid)?.foldable;
         let mut i = 0;
         while i < self.waiting.len() {
@@ -476,7 +476,7 @@ impl Applier {
         row: Vec<Value>,
         key: Option<Key>,
         lsn: u64,
-    ) -> Result<(), StepError> {
+    ) -> Result<(), Error> {
         let foldable = self.table(oid)?.foldable;
         if self
             .waiting
@@ -538,7 +538,7 @@ impl Applier {
         self.bound_memory(p).await
     }
 
-    async fn bound_memory(&mut self, p: &mut Pipeline) -> Result<(), StepError> {
+    async fn bound_memory(&mut self, p: &mut Pipeline) -> Result<(), Error> {
         if self.waiting_rows > MAX_WAITING_ROWS {
             self.flush(p).await?;
         }
@@ -552,7 +552,7 @@ impl Applier {
         p: &mut Pipeline,
         w: Waiting,
         row: Vec<Value>,
-    ) -> Result<(), StepError> {
+    ) -> Result<(), Error> {
         let t = Arc::clone(self.table(w.oid)?);
         let st = self
             .statement(p, w.oid, "C".into(), || {
@@ -578,7 +578,7 @@ impl Applier {
 
     /// One table's waiting changes as one statement, each value cast to its column's type
     /// where it is joined against.
-    async fn send(&mut self, p: &mut Pipeline, w: Waiting) -> Result<(), StepError> {
+    async fn send(&mut self, p: &mut Pipeline, w: Waiting) -> Result<(), Error> {
         if w.copying {
             if p.copying() == Some(w.oid) {
                 p.copy_end().await?;

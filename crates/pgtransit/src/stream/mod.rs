@@ -25,8 +25,9 @@ use tokio_postgres::Client;
 
 use crate::check::Side;
 use crate::conn;
-use crate::native::{sql_error, sqlstate_lost, Session, StepError, StepErrorKind};
+use crate::error::{sql_error, sqlstate_lost, Error, ErrorKind};
 use crate::snapshot::{message, CopyEvent, Events};
+use crate::step::Session;
 use crate::task::OnMissingRow;
 
 pub use apply::Counts;
@@ -99,10 +100,10 @@ fn lsn_text(l: u64) -> String {
     format!("{:X}/{:X}", l >> 32, l & 0xFFFF_FFFF)
 }
 
-fn parse_lsn(s: &str) -> Result<u64, StepError> {
+fn parse_lsn(s: &str) -> Result<u64, Error> {
     Lsn::parse(s)
         .map(|l| l.0)
-        .map_err(|_| StepError::failed(format!("not an LSN: {s}")))
+        .map_err(|_| Error::failed(format!("not an LSN: {s}")))
 }
 
 /// The origin that records, on the target, how far this task's changes are applied.
@@ -124,7 +125,7 @@ async fn prepare(
     target_spec: &conn::ConnSpec,
     origin: &str,
     kept: &mut Option<Arc<Client>>,
-) -> Result<(Arc<Client>, HashMap<u32, (u64, u64)>, u64, i32), StepError> {
+) -> Result<(Arc<Client>, HashMap<u32, (u64, u64)>, u64, i32), Error> {
     let client = match kept.take() {
         Some(c) if !c.is_closed() => c,
         _ => Arc::new(target_session(target_spec, origin, &s.task.name).await?),
@@ -134,7 +135,7 @@ async fn prepare(
     let slot = s.task.slot.clone();
     if let Some(owner) = crate::marks::owner(&client, crate::marks::Kind::Slot, &slot).await? {
         if owner != s.task.name {
-            return Err(StepError::refused(format!(
+            return Err(Error::refused(format!(
                 "replication slot {} belongs to task {owner} (pgtransit.owned_objects on the \
                  target): this task must not consume its changes; give it its own slot name",
                 crate::quote::ident(&slot)
@@ -149,7 +150,7 @@ async fn prepare(
     Ok((client, copies, start, version))
 }
 
-async fn origin_progress(c: &Client, origin: &str) -> Result<u64, StepError> {
+async fn origin_progress(c: &Client, origin: &str) -> Result<u64, Error> {
     let progress: Option<String> = c
         .query_one(
             "SELECT pg_replication_origin_progress($1, true)::text",
@@ -164,11 +165,7 @@ async fn origin_progress(c: &Client, origin: &str) -> Result<u64, StepError> {
     }
 }
 
-async fn target_session(
-    spec: &conn::ConnSpec,
-    origin: &str,
-    task: &str,
-) -> Result<Client, StepError> {
+async fn target_session(spec: &conn::ConnSpec, origin: &str, task: &str) -> Result<Client, Error> {
     let c = conn::connect(spec).await?;
     let fail = |what: &'static str| move |e| sql_error(what, e);
     c.batch_execute(&format!(
@@ -223,7 +220,7 @@ async fn target_session(
 
 /// Per target table (by its oid on the target, and for a partitioned one each of its
 /// partitions): the lowest and highest snapshot position of its copy.
-async fn copy_positions(c: &Client, task: &str) -> Result<HashMap<u32, (u64, u64)>, StepError> {
+async fn copy_positions(c: &Client, task: &str) -> Result<HashMap<u32, (u64, u64)>, Error> {
     let exists: bool = c
         .query_one(
             "SELECT to_regclass('pgtransit.copy_progress') IS NOT NULL",
@@ -266,11 +263,7 @@ async fn copy_positions(c: &Client, task: &str) -> Result<HashMap<u32, (u64, u64
 
 /// Where streaming starts: after what the origin says is applied, else the copy's
 /// consistent point, else the slot's confirmed position.
-async fn start_position(
-    s: &mut Session<'_>,
-    target: &Client,
-    applied: u64,
-) -> Result<u64, StepError> {
+async fn start_position(s: &mut Session<'_>, target: &Client, applied: u64) -> Result<u64, Error> {
     if applied > 0 {
         return Ok(applied);
     }
@@ -299,7 +292,7 @@ async fn start_position(
         .map_err(|e| sql_error("reading the slot", e))?;
     match rows.first().and_then(|r| r.get::<_, Option<String>>(0)) {
         Some(l) => parse_lsn(&l),
-        None => Err(StepError::failed(format!(
+        None => Err(Error::failed(format!(
             "slot {} does not exist on the source: run init-data first",
             s.task.slot
         ))),
@@ -309,11 +302,7 @@ async fn start_position(
 /// Stream and apply until `o.until` or `o.stop`. Network errors and server restarts are
 /// retried with backoff; a change the target refuses (a schema difference) stops the apply
 /// with the reason, keeping the slot and the origin so that a rerun continues.
-pub async fn cdc(
-    s: &mut Session<'_>,
-    o: &CdcOptions,
-    events: Events,
-) -> Result<CdcReport, StepError> {
+pub async fn cdc(s: &mut Session<'_>, o: &CdcOptions, events: Events) -> Result<CdcReport, Error> {
     let started = Instant::now();
     let task = s.task;
     let origin = origin_name(task);
@@ -347,7 +336,7 @@ pub async fn cdc(
             Err(e)
                 if first_start.is_none()
                     || o.stop.load(Ordering::SeqCst)
-                    || !matches!(e.kind, StepErrorKind::Lost | StepErrorKind::Connect) =>
+                    || !matches!(e.kind, ErrorKind::Lost | ErrorKind::Connect) =>
             {
                 return Err(e)
             }
@@ -482,15 +471,15 @@ impl Run {
 enum Interrupted {
     /// A connection broke: reconnect and resume from the origin.
     Network(String),
-    Fatal(StepError),
+    Fatal(Error),
 }
 
 /// Only a lost connection is retried; everything else (a change the target refuses, a
 /// missing row) stops the apply. Decided by the error's kind, which comes from the
 /// driver's error type and SQLSTATE, never from words in its message.
-fn classify(e: StepError) -> Interrupted {
+fn classify(e: Error) -> Interrupted {
     match e.kind {
-        StepErrorKind::Lost | StepErrorKind::Connect => Interrupted::Network(e.message),
+        ErrorKind::Lost | ErrorKind::Connect => Interrupted::Network(e.message),
         _ => Interrupted::Fatal(e),
     }
 }
@@ -511,7 +500,7 @@ fn replication_interrupted(e: &PgWireError, message: String) -> Interrupted {
     if lost {
         Interrupted::Network(message)
     } else {
-        Interrupted::Fatal(StepError::failed(format!(
+        Interrupted::Fatal(Error::failed(format!(
             "the source refused the replication stream: {message}"
         )))
     }
@@ -631,7 +620,7 @@ async fn stream(
                     continue;
                 };
                 let msg = decoder.decode(data).map_err(|e| {
-                    Interrupted::Fatal(StepError::failed(format!("decoding pgoutput: {e}")))
+                    Interrupted::Fatal(Error::failed(format!("decoding pgoutput: {e}")))
                 })?;
                 apply_message(msg, commit, skipping, p, copies, run)
                     .await
@@ -778,7 +767,7 @@ async fn apply_message(
     p: &mut Pipeline,
     copies: &HashMap<u32, (u64, u64)>,
     run: &mut Run,
-) -> Result<(), StepError> {
+) -> Result<(), Error> {
     match msg {
         Message::Relation(r) => {
             // What is pending was built for the table as it was described before.
@@ -787,14 +776,14 @@ async fn apply_message(
             let t = tables::resolve(p.direct().await?, &r, copies, &mut cache).await;
             run.applier.equality = cache;
             let t = match t {
-                Err(e) if e.kind != StepErrorKind::Lost => Err(p.explain(e).await),
+                Err(e) if e.kind != ErrorKind::Lost => Err(p.explain(e).await),
                 t => t,
             };
             match t {
                 Ok(t) => run.applier.set_table(r.oid, t),
                 // A lost connection is retried; a table the target cannot take is an error
                 // when (and only when) a change for it comes.
-                Err(e) if e.kind == StepErrorKind::Lost => return Err(e),
+                Err(e) if e.kind == ErrorKind::Lost => return Err(e),
                 Err(e) => run.applier.set_unresolved(r.oid, e.message),
             }
         }
@@ -836,8 +825,7 @@ mod tests {
             "replication slot \"s\" does not exist (SQLSTATE 42704)".into()
         )));
         assert!(!lost(PgWireError::Server("no code at all".into())));
-        let refused =
-            StepError::failed("updating \"connection_closed\": violates check constraint");
+        let refused = Error::failed("updating \"connection_closed\": violates check constraint");
         assert!(matches!(classify(refused), Interrupted::Fatal(_)));
     }
 }

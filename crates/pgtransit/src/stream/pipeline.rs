@@ -28,7 +28,7 @@ use pgoutput::Value;
 use tokio_postgres::{Client, CopyInSink, Statement};
 
 use super::text::TextValue;
-use crate::native::{sql_error, StepError};
+use crate::error::{sql_error, Error};
 
 const MAX_IN_FLIGHT: usize = 64;
 /// COPY data is handed to the connection in pieces of about this size.
@@ -109,7 +109,7 @@ pub struct Pipeline {
     /// window), in source order; taken by the caller, who decides to stop or go on.
     pub missing: Vec<MissingRow>,
     /// The first error among the answers collected, reported once everything is in.
-    failed: Option<StepError>,
+    failed: Option<Error>,
     /// The source position of the last COMMIT the target confirmed.
     pub committed: u64,
     copy: Option<Copy>,
@@ -140,7 +140,7 @@ impl Pipeline {
     }
 
     /// The session, for a request awaited at once: after any COPY is over.
-    pub async fn direct(&mut self) -> Result<&Client, StepError> {
+    pub async fn direct(&mut self) -> Result<&Client, Error> {
         if self.copy.is_some() || self.copy_ending {
             self.drain().await?;
         }
@@ -153,7 +153,7 @@ impl Pipeline {
         st: &Statement,
         params: Vec<TextValue>,
         sent: Sent,
-    ) -> Result<(), StepError> {
+    ) -> Result<(), Error> {
         let client = self.client.clone();
         let st = st.clone();
         self.push(
@@ -170,7 +170,7 @@ impl Pipeline {
         st: &Statement,
         params: Vec<TextValue>,
         sent: Sent,
-    ) -> Result<(), StepError> {
+    ) -> Result<(), Error> {
         let client = self.client.clone();
         let st = st.clone();
         self.push(
@@ -189,13 +189,13 @@ impl Pipeline {
     }
 
     /// Send SQL through the simple protocol (transaction control, TRUNCATE).
-    pub async fn simple(&mut self, sql: String, what: String) -> Result<(), StepError> {
+    pub async fn simple(&mut self, sql: String, what: String) -> Result<(), Error> {
         self.simple_sent(sql, Sent::plain(what)).await
     }
 
     /// Send the SQL that commits the open transaction with `position` in the origin, once
     /// the previous commit is confirmed.
-    pub async fn commit(&mut self, sql: String, position: u64) -> Result<(), StepError> {
+    pub async fn commit(&mut self, sql: String, position: u64) -> Result<(), Error> {
         self.wait_commits().await?;
         self.simple_sent(
             sql,
@@ -207,7 +207,7 @@ impl Pipeline {
         .await
     }
 
-    async fn simple_sent(&mut self, sql: String, sent: Sent) -> Result<(), StepError> {
+    async fn simple_sent(&mut self, sql: String, sent: Sent) -> Result<(), Error> {
         let client = self.client.clone();
         self.push(
             Box::pin(async move { counted(client.batch_execute(&sql).await.map(|_| 0)) }),
@@ -217,7 +217,7 @@ impl Pipeline {
     }
 
     /// Wait for the answers up to the last COMMIT sent.
-    async fn wait_commits(&mut self) -> Result<(), StepError> {
+    async fn wait_commits(&mut self) -> Result<(), Error> {
         while self.in_flight.iter().any(|f| f.sent.commits.is_some()) {
             self.collect_one().await;
         }
@@ -250,7 +250,7 @@ impl Pipeline {
         st: &Statement,
         owner: u32,
         what: String,
-    ) -> Result<(), StepError> {
+    ) -> Result<(), Error> {
         self.direct().await?;
         let client = self.client.clone();
         match client.copy_in::<_, Bytes>(st).await {
@@ -277,7 +277,7 @@ impl Pipeline {
     }
 
     /// One row of the open COPY, in COPY's text format.
-    pub async fn copy_row(&mut self, row: &[Value]) -> Result<(), StepError> {
+    pub async fn copy_row(&mut self, row: &[Value]) -> Result<(), Error> {
         let copy = self.copy.as_mut().expect("an open COPY");
         encode_copy_row(&mut copy.buf, row);
         if copy.buf.len() >= COPY_CHUNK {
@@ -293,7 +293,7 @@ impl Pipeline {
     }
 
     /// End the open COPY, if any; its answer is collected like any other.
-    pub async fn copy_end(&mut self) -> Result<(), StepError> {
+    pub async fn copy_end(&mut self) -> Result<(), Error> {
         let Some(mut copy) = self.copy.take() else {
             return Ok(());
         };
@@ -308,7 +308,7 @@ impl Pipeline {
         self.push(answer, Sent::plain(copy.what)).await
     }
 
-    async fn push(&mut self, answer: Answer, sent: Sent) -> Result<(), StepError> {
+    async fn push(&mut self, answer: Answer, sent: Sent) -> Result<(), Error> {
         // Nothing else can go on the session while a COPY is open.
         if self.copy.is_some() {
             Box::pin(self.copy_end()).await?;
@@ -316,7 +316,7 @@ impl Pipeline {
         self.push_after_copy(answer, sent).await
     }
 
-    async fn push_after_copy(&mut self, mut answer: Answer, sent: Sent) -> Result<(), StepError> {
+    async fn push_after_copy(&mut self, mut answer: Answer, sent: Sent) -> Result<(), Error> {
         // The first poll puts the request on the connection; the answer is awaited later.
         let mut cx = Context::from_waker(Waker::noop());
         let ready = match answer.as_mut().poll(&mut cx) {
@@ -335,7 +335,7 @@ impl Pipeline {
     }
 
     /// The first failure among the answers collected, after the rest are in.
-    async fn take_failure(&mut self) -> Result<(), StepError> {
+    async fn take_failure(&mut self) -> Result<(), Error> {
         match self.failed.take() {
             Some(e) => {
                 self.drain().await.ok();
@@ -409,7 +409,7 @@ impl Pipeline {
     /// A request made directly on the session failed: an earlier statement still in
     /// flight may have failed first (the transaction is then aborted and everything after
     /// it fails alike), and its error is the one that explains.
-    pub async fn explain(&mut self, e: StepError) -> StepError {
+    pub async fn explain(&mut self, e: Error) -> Error {
         match self.drain().await {
             Err(earlier) => earlier,
             Ok(()) => e,
@@ -417,7 +417,7 @@ impl Pipeline {
     }
 
     /// Wait for every answer; the first error, if any.
-    pub async fn drain(&mut self) -> Result<(), StepError> {
+    pub async fn drain(&mut self) -> Result<(), Error> {
         if self.copy.is_some() {
             Box::pin(self.copy_end()).await?;
         }
@@ -476,9 +476,9 @@ fn missing_on_target(e: &tokio_postgres::Error, sent: &Sent) -> Option<Vec<Missi
 }
 
 /// The apply stops: the target lacks rows the source changed.
-pub fn missing_row_error(rows: &[MissingRow]) -> StepError {
+pub fn missing_row_error(rows: &[MissingRow]) -> Error {
     let first = &rows[0];
-    StepError::failed(format!(
+    Error::failed(format!(
         "the target differs from the source: {} found no row {} (source transaction committing \
          at {}){}. Nothing of this transaction was committed and the slot keeps every change. \
          Find what differs with `pgtransit verify --mode checksum`, repair the target (or \

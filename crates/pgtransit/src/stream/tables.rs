@@ -8,7 +8,7 @@ use pgoutput::Relation;
 use tokio_postgres::Client;
 
 use crate::catalog::compat::portable;
-use crate::native::{sql_error, StepError};
+use crate::error::{sql_error, Error};
 use crate::quote;
 
 #[derive(Clone, Debug)]
@@ -70,7 +70,7 @@ pub async fn resolve(
     r: &Relation,
     copies: &HashMap<u32, (u64, u64)>,
     equality_cache: &mut HashMap<u32, bool>,
-) -> Result<Table, StepError> {
+) -> Result<Table, Error> {
     let name = quote::qualified(&r.namespace, &r.name);
     // The target may be older than the source (a downgrade, a rollback's reverse task):
     // its catalog is read as it is (catalog::compat). Once per Relation message.
@@ -92,7 +92,7 @@ pub async fn resolve(
         .await
         .map_err(|e| sql_error("reading a target table's columns", e))?;
     if rows.is_empty() {
-        return Err(StepError::failed(format!(
+        return Err(Error::failed(format!(
             "the source sends changes for {name}, which does not exist on the target: create it there \
              (pgtransit init-struct, or refresh) and run again; the slot keeps the changes"
         )));
@@ -101,7 +101,7 @@ pub async fn resolve(
     for c in &r.columns {
         match rows.iter().find(|row| row.get::<_, String>(0) == c.name) {
             None => {
-                return Err(StepError::failed(format!(
+                return Err(Error::failed(format!(
                     "schema change on the source: {name} has a column {} that the target table lacks. \
                      Apply stopped here and the slot keeps every change: add the column on the target \
                      (ALTER TABLE {name} ADD COLUMN {} ...), then run again.",
@@ -110,7 +110,7 @@ pub async fn resolve(
                 )))
             }
             Some(row) if row.get::<_, bool>(1) => {
-                return Err(StepError::failed(format!(
+                return Err(Error::failed(format!(
                     "{name}.{} is a generated column on the target but a plain one on the source: make \
                      them the same, then run again",
                     quote::ident(&c.name)
@@ -180,7 +180,7 @@ pub async fn resolve(
 
 /// The columns of the target table's replica identity (its REPLICA IDENTITY index, or its
 /// primary key under DEFAULT), sorted; empty when it has none.
-async fn target_identity(c: &Client, version: i32, relid: u32) -> Result<Vec<String>, StepError> {
+async fn target_identity(c: &Client, version: i32, relid: u32) -> Result<Vec<String>, Error> {
     let row = c
         .query_one(
             portable(
@@ -208,7 +208,7 @@ async fn check_identity(
     relid: u32,
     name: &str,
     source_key: &[&str],
-) -> Result<(), StepError> {
+) -> Result<(), Error> {
     if source_key.is_empty() {
         return Ok(());
     }
@@ -249,7 +249,7 @@ async fn check_identity(
             cols(&source)
         ),
     };
-    Err(StepError::failed(format!(
+    Err(Error::failed(format!(
         "replica identity changed on the source: {name} is now identified by ({}) there but by ({}) \
          on the target. Apply stopped here and the slot keeps every change: run on the target\n  {fix}\n\
          then start the task again",
@@ -265,7 +265,7 @@ async fn unique_beyond_key(
     version: i32,
     relid: u32,
     key: &[&str],
-) -> Result<bool, StepError> {
+) -> Result<bool, Error> {
     let key: Vec<String> = key.iter().map(|s| s.to_string()).collect();
     let row = c
         .query_one(
@@ -293,11 +293,7 @@ async fn unique_beyond_key(
 /// to text, cidr to inet; not xml, whose binary cast to text is explicit only); arrays and
 /// composites when their elements have one; domains by their base type; enums and ranges
 /// always.
-async fn has_equality(
-    c: &Client,
-    typ: u32,
-    cache: &mut HashMap<u32, bool>,
-) -> Result<bool, StepError> {
+async fn has_equality(c: &Client, typ: u32, cache: &mut HashMap<u32, bool>) -> Result<bool, Error> {
     if let Some(&b) = cache.get(&typ) {
         return Ok(b);
     }

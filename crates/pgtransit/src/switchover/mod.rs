@@ -9,10 +9,12 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 use crate::check::Side;
-use crate::native::{self, sql_error, Session, StepError};
+use crate::error::{sql_error, Error};
+use crate::native::{self};
 use crate::pgbouncer::Bouncer;
 use crate::quote;
 use crate::state::now;
+use crate::step::Session;
 use crate::task::{Engine, Task};
 use crate::verify;
 
@@ -96,7 +98,7 @@ impl Reopen {
         }
     }
 
-    async fn apply(&self, c: &Client, side: &str) -> Result<(), StepError> {
+    async fn apply(&self, c: &Client, side: &str) -> Result<(), Error> {
         match self {
             Reopen::ConnectionLimit(l) => set_connection_limit(c, *l, side).await.map(|_| ()),
             Reopen::Grants(g) => write_fence::lift(c, g).await,
@@ -193,7 +195,7 @@ fn lit(s: &str) -> String {
 
 /// How far the target's apply is behind the source's current WAL, in bytes, and the
 /// position it has applied.
-async fn lag(s: &mut Session<'_>) -> Result<(i64, Option<String>), StepError> {
+async fn lag(s: &mut Session<'_>) -> Result<(i64, Option<String>), Error> {
     let task = s.task;
     let (source, target) = s.both().await?;
     let applied = crate::applied::position(task, source, target).await?;
@@ -214,16 +216,16 @@ async fn lag(s: &mut Session<'_>) -> Result<(i64, Option<String>), StepError> {
 }
 
 /// Run a hook command; its failure is an error.
-async fn hook(cmd: &str, what: &str, target: &str) -> Result<(), StepError> {
+async fn hook(cmd: &str, what: &str, target: &str) -> Result<(), Error> {
     let out = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(cmd)
         .env("PGTRANSIT_TARGET", target)
         .output()
         .await
-        .map_err(|e| StepError::failed(format!("{what} hook `{cmd}`: {e}")))?;
+        .map_err(|e| Error::failed(format!("{what} hook `{cmd}`: {e}")))?;
     if !out.status.success() {
-        return Err(StepError::failed(format!(
+        return Err(Error::failed(format!(
             "{what} hook `{cmd}` failed ({}): {}",
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
@@ -235,7 +237,7 @@ async fn hook(cmd: &str, what: &str, target: &str) -> Result<(), StepError> {
 /// The database's connection limit, set to `limit`; returns the previous one. The readonly
 /// fence sets 0: no new connection from any role but superusers (the migration's own role
 /// is one), so no application role can write, whatever it sets for itself.
-async fn set_connection_limit(c: &Client, limit: i32, side: &str) -> Result<i32, StepError> {
+async fn set_connection_limit(c: &Client, limit: i32, side: &str) -> Result<i32, Error> {
     let (db, before): (String, i32) = c
         .query_one(
             "SELECT datname::text, datconnlimit FROM pg_database WHERE datname = current_database()",
@@ -259,7 +261,7 @@ async fn set_connection_limit(c: &Client, limit: i32, side: &str) -> Result<i32,
 }
 
 /// Whether the migration role on this connection is a superuser.
-async fn is_superuser(c: &Client) -> Result<bool, StepError> {
+async fn is_superuser(c: &Client) -> Result<bool, Error> {
     c.query_one(
         "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
         &[],
@@ -271,7 +273,7 @@ async fn is_superuser(c: &Client) -> Result<bool, StepError> {
 
 /// The relations the write fence covers: the task's publication's, with partitions and
 /// parents.
-async fn fenced_relations(s: &mut Session<'_>) -> Result<Vec<u32>, StepError> {
+async fn fenced_relations(s: &mut Session<'_>) -> Result<Vec<u32>, Error> {
     let publication = s.task.publication.clone();
     write_fence::relations(s.client(Side::Source).await?, &publication, &[])
         .await
@@ -280,7 +282,7 @@ async fn fenced_relations(s: &mut Session<'_>) -> Result<Vec<u32>, StepError> {
 
 /// Sessions already open could still write: end them (walsenders are not client backends,
 /// and this session is the migration's).
-async fn end_sessions(c: &Client) -> Result<(), StepError> {
+async fn end_sessions(c: &Client) -> Result<(), Error> {
     c.batch_execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() \
          AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
@@ -289,9 +291,9 @@ async fn end_sessions(c: &Client) -> Result<(), StepError> {
     .map_err(|e| sql_error("ending the source's other sessions", e))
 }
 
-fn bouncer(o: &SwitchoverOptions) -> Result<&Bouncer, StepError> {
+fn bouncer(o: &SwitchoverOptions) -> Result<&Bouncer, Error> {
     o.bouncer.as_ref().ok_or_else(|| {
-        StepError::refused(
+        Error::refused(
             "the pgbouncer fence and reroute need --pgbouncer ADMIN_URL and --pgbouncer-config FILE",
         )
     })
@@ -404,9 +406,9 @@ pub async fn undo(
     s: &mut Session<'_>,
     o: &SwitchoverOptions,
     p: &mut Progress,
-) -> Result<String, StepError> {
+) -> Result<String, Error> {
     if p.phase >= Phase::Rerouted && p.phase != Phase::Undone {
-        return Err(StepError::refused(
+        return Err(Error::refused(
             "the switchover already rerouted the writes to the target: it cannot be undone; \
              `pgtransit rollback` switches back when it ran with --reverse",
         ));
@@ -414,7 +416,7 @@ pub async fn undo(
     let u = unfence(s, o, p).await;
     if !u.lifted {
         // The switchover stays in flight: a second --undo tries again.
-        return Err(StepError::failed(format!(
+        return Err(Error::failed(format!(
             "the fence could not be lifted: {}; the switchover stays in flight, run \
              `switchover {} --undo` again once that is done",
             u.said, s.task.name
@@ -426,7 +428,7 @@ pub async fn undo(
 
 /// Start the replication back to the old source in the fenced window: both sides are equal
 /// and nothing writes, so it needs no copy. Idempotent, for a resumed switchover.
-async fn start_reverse(rev: &Task) -> Result<(), StepError> {
+async fn start_reverse(rev: &Task) -> Result<(), Error> {
     let mut rs = Session::new(rev, |_| {});
     native::create_pub(&mut rs).await?;
     // The reverse slot is marked on the reverse task's target (the old source), as every
@@ -468,7 +470,7 @@ pub async fn switchover(
     o: &SwitchoverOptions,
     p: &mut Progress,
     record: &mut dyn FnMut(&Progress),
-) -> Result<SwitchoverReport, StepError> {
+) -> Result<SwitchoverReport, Error> {
     let task = s.task;
     let target_spec = s.spec(Side::Target)?.clone();
     let target_conninfo = target_spec.conninfo_without_password();
@@ -562,7 +564,7 @@ pub async fn switchover(
                 tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
                 _ => None,
             })
-            .ok_or_else(|| StepError::failed("the barrier message returned no position"))?;
+            .ok_or_else(|| Error::failed("the barrier message returned no position"))?;
         p.report.barrier_lsn = marker.clone();
         s.say(&format!("  barrier at {marker}: waiting for the target"));
         let waited = Instant::now();
@@ -576,7 +578,7 @@ pub async fn switchover(
                 p.phase = Phase::Undone;
                 record(p);
             }
-            return Err(StepError::failed(format!(
+            return Err(Error::failed(format!(
                 "the target did not reach the barrier {marker} within {:.0} s: switchover aborted; {}; \
                  the task keeps streaming",
                 o.barrier_timeout.as_secs_f64(),
@@ -605,16 +607,16 @@ pub async fn switchover(
                     p.phase = Phase::Undone;
                     record(p);
                 }
-                return Err(StepError {
-                    kind: crate::native::StepErrorKind::Differences,
-                    message: format!(
+                return Err(Error::new(
+                    crate::error::ErrorKind::Differences,
+                    format!(
                         "verify found {} differing table(s) after the barrier: switchover aborted; {}; \
                          see `pgtransit verify {} --mode checksum`",
                         v.failures(),
                         undo.said,
                         task.name
                     ),
-                });
+                ));
             }
         }
         p.phase = Phase::Verified;
@@ -665,10 +667,10 @@ pub async fn switchover(
 }
 
 /// The lag is small enough and, for the native engine, every table streams.
-async fn preconditions(s: &mut Session<'_>, o: &SwitchoverOptions) -> Result<(), StepError> {
+async fn preconditions(s: &mut Session<'_>, o: &SwitchoverOptions) -> Result<(), Error> {
     let (lag0, _) = lag(s).await?;
     if lag0 > o.max_lag_bytes {
-        return Err(StepError::refused(format!(
+        return Err(Error::refused(format!(
             "the target is {} behind the source (more than --max-lag {}): wait for it to catch up, \
              then run switchover again",
             crate::catalog::pretty_bytes(lag0),
@@ -678,7 +680,7 @@ async fn preconditions(s: &mut Session<'_>, o: &SwitchoverOptions) -> Result<(),
     if s.task.engine == Engine::Native {
         let p = native::progress(s).await?;
         if !p.complete {
-            return Err(StepError::refused(format!(
+            return Err(Error::refused(format!(
                 "{} of {} tables are streaming: wait until all are",
                 p.streaming, p.total
             )));

@@ -18,7 +18,7 @@
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
-use crate::native::{sql_error, StepError};
+use crate::error::{sql_error, Error};
 
 /// A write privilege the fence took away, to be granted back.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,12 +168,12 @@ async fn still_writing(c: &Client, rels: &[u32]) -> Result<Vec<String>, tokio_po
 /// What the write fence will take away on `rels`, or why it cannot hold. Nothing changes
 /// yet: the caller records the list first, so that a crash after the revoke leaves what to
 /// grant back.
-pub async fn prepare(c: &Client, rels: &[u32]) -> Result<Vec<Revoked>, StepError> {
+pub async fn prepare(c: &Client, rels: &[u32]) -> Result<Vec<Revoked>, Error> {
     let refused = refusals(c, rels)
         .await
         .map_err(|e| sql_error("checking the write fence (on the source)", e))?;
     if !refused.is_empty() {
-        return Err(StepError::refused(format!(
+        return Err(Error::refused(format!(
             "the readonly fence cannot hold for a migration role that is not a superuser: {}; \
              use --fence pgbouncer or a fence hook, or run the switchover as a superuser",
             refused.join("; ")
@@ -192,7 +192,7 @@ pub async fn put_up(
     rels: &[u32],
     grants: &[Revoked],
     timeout: std::time::Duration,
-) -> Result<(), StepError> {
+) -> Result<(), Error> {
     let result = revoke_and_wait(c, rels, grants, timeout).await;
     if result.is_err() {
         let _ = lift(c, grants).await;
@@ -205,7 +205,7 @@ async fn revoke_and_wait(
     rels: &[u32],
     grants: &[Revoked],
     timeout: std::time::Duration,
-) -> Result<(), StepError> {
+) -> Result<(), Error> {
     // One transaction: the privileges go at once. CASCADE takes along what a grantee
     // granted onward with its grant option (those grants are in `grants` too and come back
     // granted by the owner).
@@ -224,7 +224,7 @@ async fn revoke_and_wait(
         .await
         .map_err(|e| sql_error("checking the write fence (on the source)", e))?;
     if !left.is_empty() {
-        return Err(StepError::failed(format!(
+        return Err(Error::failed(format!(
             "the readonly fence did not hold: {} can still write; the privileges are granted back",
             left.join(", ")
         )));
@@ -273,7 +273,7 @@ async fn revoke_and_wait(
 }
 
 /// Grant back what the fence took, and read back that each grantee holds it again.
-pub async fn lift(c: &Client, revoked: &[Revoked]) -> Result<(), StepError> {
+pub async fn lift(c: &Client, revoked: &[Revoked]) -> Result<(), Error> {
     if revoked.is_empty() {
         return Ok(());
     }
@@ -290,7 +290,7 @@ pub async fn lift(c: &Client, revoked: &[Revoked]) -> Result<(), StepError> {
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(StepError::failed(format!(
+        Err(Error::failed(format!(
             "{} write privilege(s) are not back: {}",
             missing.len(),
             missing
@@ -303,7 +303,7 @@ pub async fn lift(c: &Client, revoked: &[Revoked]) -> Result<(), StepError> {
 }
 
 /// The write grants now held on the tables `revoked` names.
-async fn write_grants_of(c: &Client, revoked: &[Revoked]) -> Result<Vec<Revoked>, StepError> {
+async fn write_grants_of(c: &Client, revoked: &[Revoked]) -> Result<Vec<Revoked>, Error> {
     let mut names: Vec<&str> = revoked.iter().map(|r| r.table.as_str()).collect();
     names.dedup();
     let oids: Vec<u32> = c

@@ -57,11 +57,13 @@ pub enum OnMissingRow {
 }
 
 impl OnMissingRow {
-    pub fn parse(s: &str) -> Result<OnMissingRow, String> {
+    pub fn parse(s: &str) -> crate::Result<OnMissingRow> {
         match s {
             "stop" => Ok(OnMissingRow::Stop),
             "log" => Ok(OnMissingRow::Log),
-            _ => Err(format!("on-missing-row must be stop or log, not {s:?}")),
+            _ => Err(crate::Error::usage(format!(
+                "on-missing-row must be stop or log, not {s:?}"
+            ))),
         }
     }
 }
@@ -147,12 +149,12 @@ impl Task {
     }
 
     /// A task from command-line URLs.
-    pub fn from_urls(name: &str, source: &str, target: Option<&str>) -> Result<Task, String> {
-        let source = ConnSpec::parse(source).map_err(|e| format!("--source: {e}"))?;
+    pub fn from_urls(name: &str, source: &str, target: Option<&str>) -> crate::Result<Task> {
+        let source = ConnSpec::parse(source).map_err(|e| e.context("--source"))?;
         let target = target
             .map(ConnSpec::parse)
             .transpose()
-            .map_err(|e| format!("--target: {e}"))?;
+            .map_err(|e| e.context("--target"))?;
         Ok(native::resolve_defaults(
             name.to_string(),
             source,

@@ -168,8 +168,8 @@ impl ObjectPattern {
         }
     }
 
-    pub fn parse(text: &str) -> Result<ObjectPattern, String> {
-        let parts = split_quoted(text.trim())?;
+    pub fn parse(text: &str) -> crate::Result<ObjectPattern> {
+        let parts = split_quoted(text.trim()).map_err(crate::Error::usage)?;
         match parts.as_slice() {
             [schema] => Ok(ObjectPattern {
                 schema: schema.clone(),
@@ -179,9 +179,9 @@ impl ObjectPattern {
                 schema: schema.clone(),
                 table: Some(table.clone()),
             }),
-            _ => Err(format!(
+            _ => Err(crate::Error::usage(format!(
                 "\"{text}\" is not `schema` or `schema.table` (quote names that contain dots)"
-            )),
+            ))),
         }
     }
 }
@@ -222,8 +222,8 @@ fn quote_part(s: &str) -> String {
 }
 
 impl TryFrom<String> for ObjectPattern {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
+    type Error = crate::Error;
+    fn try_from(s: String) -> crate::Result<Self> {
         ObjectPattern::parse(&s)
     }
 }

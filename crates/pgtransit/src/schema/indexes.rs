@@ -10,10 +10,11 @@ use std::time::Instant;
 
 use tokio_postgres::Client;
 
-use super::exec::{sql_error, Session, StepError};
-use super::sql;
-use crate::check::Side;
 use crate::conn::{self, ConnSpec};
+use crate::error::{sql_error, Error};
+use crate::native::sql;
+use crate::step::Session;
+use crate::step::Side;
 
 pub(crate) const INDEX_BUILDS: &str = include_str!("sql/index-builds.sql");
 
@@ -38,7 +39,7 @@ fn builder_name(task: &str) -> String {
 
 /// Build the indexes pgtransit handles itself; returns the TOC keys they covered, which the
 /// caller removes from the list it gives pg_restore.
-pub async fn build(s: &mut Session<'_>, jobs: usize) -> Result<HashSet<String>, StepError> {
+pub async fn build(s: &mut Session<'_>, jobs: usize) -> Result<HashSet<String>, Error> {
     let task = s.task;
     let rows = s
         .rows(
@@ -118,8 +119,7 @@ pub async fn build(s: &mut Session<'_>, jobs: usize) -> Result<HashSet<String>, 
                 first_error.get_or_insert(e);
             }
             Err(e) => {
-                first_error
-                    .get_or_insert(StepError::failed(format!("an index builder panicked: {e}")));
+                first_error.get_or_insert(Error::failed(format!("an index builder panicked: {e}")));
             }
         }
     }
@@ -136,7 +136,7 @@ async fn builder(
     spec: ConnSpec,
     name: String,
     queue: Arc<Mutex<VecDeque<Build>>>,
-) -> Result<Vec<String>, StepError> {
+) -> Result<Vec<String>, Error> {
     let client = conn::connect(&spec).await?;
     client
         .execute("SELECT set_config('application_name', $1, false)", &[&name])
@@ -156,7 +156,7 @@ async fn exists(
     client: &Client,
     sql: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> Result<bool, StepError> {
+) -> Result<bool, Error> {
     Ok(client
         .query_one(sql, params)
         .await
@@ -165,7 +165,7 @@ async fn exists(
 }
 
 /// Build one index (and attach it as its constraint), skipping what exists.
-async fn build_one(client: &Client, b: &Build) -> Result<Option<String>, StepError> {
+async fn build_one(client: &Client, b: &Build) -> Result<Option<String>, Error> {
     let constraint_exists = match &b.constraint {
         Some(c) => {
             exists(
@@ -218,7 +218,7 @@ async fn build_one(client: &Client, b: &Build) -> Result<Option<String>, StepErr
 /// Whether the object of a post-data TOC entry (by its source "classid objid") already exists
 /// on the target: constraints, triggers and indexes, found by name. Other entries are
 /// always restored.
-pub async fn exists_on_target(s: &mut Session<'_>, key: &str) -> Result<bool, StepError> {
+pub async fn exists_on_target(s: &mut Session<'_>, key: &str) -> Result<bool, Error> {
     let mut parts = key.split(' ');
     let (Some(class), Some(oid)) = (parts.next(), parts.next()) else {
         return Ok(false);

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::check::Side;
+use super::Side;
 
 /// One thing a step does.
 #[derive(Clone, Debug)]

@@ -11,8 +11,8 @@ use std::process::Stdio;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use super::exec::StepError;
 use crate::conn::ConnSpec;
+use crate::error::Error;
 use crate::tools;
 
 /// pg_restore with what a restore into this target needs.
@@ -41,9 +41,9 @@ impl Restorer {
     }
 
     /// Run pg_restore with `args` (the archive last) into `target`.
-    pub async fn run(&self, args: &[String], target: &ConnSpec) -> Result<(), StepError> {
+    pub async fn run(&self, args: &[String], target: &ConnSpec) -> Result<(), Error> {
         if !self.filtered() {
-            return super::schema::run_program(&self.pg_restore, args, target)
+            return super::copy::run_program(&self.pg_restore, args, target)
                 .await
                 .map(|_| ());
         }
@@ -56,9 +56,7 @@ impl Restorer {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| {
-                StepError::failed(format!("running {}: {e}", self.pg_restore.display()))
-            })?;
+            .map_err(|e| Error::failed(format!("running {}: {e}", self.pg_restore.display())))?;
         let mut psql = tokio::process::Command::new(&self.psql)
             .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
             .arg(format!("--dbname={}", target.conninfo_without_password()))
@@ -68,9 +66,9 @@ impl Restorer {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| StepError::failed(format!("running {}: {e}", self.psql.display())))?;
+            .map_err(|e| Error::failed(format!("running {}: {e}", self.psql.display())))?;
         let (Some(out), Some(mut into)) = (restore.stdout.take(), psql.stdin.take()) else {
-            return Err(StepError::failed("pg_restore | psql: no pipe"));
+            return Err(Error::failed("pg_restore | psql: no pipe"));
         };
         let mut lines = BufReader::new(out).lines();
         let mut left_out = 0usize;
@@ -91,19 +89,19 @@ impl Restorer {
         let restored = restore
             .wait_with_output()
             .await
-            .map_err(|e| StepError::failed(format!("pg_restore: {e}")))?;
+            .map_err(|e| Error::failed(format!("pg_restore: {e}")))?;
         let applied = psql
             .wait_with_output()
             .await
-            .map_err(|e| StepError::failed(format!("psql: {e}")))?;
+            .map_err(|e| Error::failed(format!("psql: {e}")))?;
         if !applied.status.success() {
-            return Err(StepError::failed(format!(
+            return Err(Error::failed(format!(
                 "psql (restoring the pg_restore output) failed: {}",
                 String::from_utf8_lossy(&applied.stderr).trim()
             )));
         }
         if !restored.status.success() {
-            return Err(StepError::failed(format!(
+            return Err(Error::failed(format!(
                 "pg_restore failed: {}",
                 String::from_utf8_lossy(&restored.stderr).trim()
             )));

@@ -1,114 +1,12 @@
-//! Running plans: connections to both sides, opened when first needed, and the statement
-//! runner with psql's semantics.
-
-use std::fmt;
+//! The session a step runs in: connections to both sides, opened when first needed, the
+//! server versions they report, and the statement runner with psql's semantics.
 
 use tokio_postgres::{Client, Row};
 
-use crate::check::Side;
-use crate::conn::{self, ConnSpec, ConnectError};
+use super::Side;
+use crate::conn::{self, ConnSpec};
+use crate::error::{sql_error, Error, ErrorKind};
 use crate::task::Task;
-
-/// Why a step stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StepErrorKind {
-    /// A side could not be reached (exit 2).
-    Connect,
-    /// A query or program failed (exit 1).
-    Failed,
-    /// Differences were found (`diff`, exit 3).
-    Differences,
-    /// The step refused to overwrite data or an object it does not own (exit 4).
-    Refused,
-    /// A connection broke in the middle (I/O error, closed session, SQLSTATE class 08,
-    /// or the server shutting down: 57P01-57P03). The only kind the stream engine retries;
-    /// elsewhere exit 1 like `Failed`.
-    Lost,
-}
-
-#[derive(Debug)]
-pub struct StepError {
-    pub kind: StepErrorKind,
-    pub message: String,
-}
-
-impl StepError {
-    pub fn failed(message: impl Into<String>) -> StepError {
-        StepError {
-            kind: StepErrorKind::Failed,
-            message: message.into(),
-        }
-    }
-    pub fn refused(message: impl Into<String>) -> StepError {
-        StepError {
-            kind: StepErrorKind::Refused,
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for StepError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for StepError {}
-
-impl From<ConnectError> for StepError {
-    fn from(e: ConnectError) -> Self {
-        StepError {
-            kind: StepErrorKind::Connect,
-            message: e.to_string(),
-        }
-    }
-}
-
-/// A database error with the server's message and SQLSTATE, and what was being done.
-pub fn sql_error(what: &str, e: tokio_postgres::Error) -> StepError {
-    let detail = match e.as_db_error() {
-        Some(db) => {
-            let mut s = format!("{} ({})", db.message(), db.code().code());
-            if let Some(d) = db.detail() {
-                s.push_str(&format!("\n  detail: {d}"));
-            }
-            if let Some(h) = db.hint() {
-                s.push_str(&format!("\n  hint: {h}"));
-            }
-            s
-        }
-        None => e.to_string(),
-    };
-    let kind = if connection_lost(&e) {
-        StepErrorKind::Lost
-    } else {
-        StepErrorKind::Failed
-    };
-    StepError {
-        kind,
-        message: format!("{what}: {detail}"),
-    }
-}
-
-/// Whether an error means the session is gone (so the work may be retried on a new one),
-/// decided from the error's type and SQLSTATE, never from its text.
-pub fn connection_lost(e: &tokio_postgres::Error) -> bool {
-    use std::error::Error as _;
-    if e.is_closed() {
-        return true;
-    }
-    if let Some(db) = e.as_db_error() {
-        return sqlstate_lost(db.code().code());
-    }
-    // No server answer at all: the socket failed.
-    e.source().is_some_and(|s| s.is::<std::io::Error>())
-}
-
-/// SQLSTATEs of a lost connection: class 08 (connection exception), admin or crash
-/// shutdown and "cannot connect now" (57P01-57P03).
-pub fn sqlstate_lost(code: &str) -> bool {
-    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
-}
 
 type Say = Box<dyn Fn(&str) + Send + Sync>;
 
@@ -138,19 +36,19 @@ impl<'t> Session<'t> {
         (self.say)(msg)
     }
 
-    pub fn spec(&self, side: Side) -> Result<&'t ConnSpec, StepError> {
+    pub fn spec(&self, side: Side) -> Result<&'t ConnSpec, Error> {
         match side {
-            Side::Target => self.task.target.as_ref().ok_or_else(|| StepError {
-                kind: StepErrorKind::Connect,
-                message:
-                    "this step needs the target: give --target URL or `target:` in the task file"
-                        .into(),
+            Side::Target => self.task.target.as_ref().ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Connect,
+                    "this step needs the target: give --target URL or `target:` in the task file",
+                )
             }),
             _ => Ok(&self.task.source),
         }
     }
 
-    pub async fn client(&mut self, side: Side) -> Result<&Client, StepError> {
+    pub async fn client(&mut self, side: Side) -> Result<&Client, Error> {
         let spec = self.spec(side)?;
         let slot = match side {
             Side::Target => &mut self.target,
@@ -163,7 +61,7 @@ impl<'t> Session<'t> {
     }
 
     /// Both sides' clients at once (to run the same query on both concurrently).
-    pub async fn both(&mut self) -> Result<(&Client, &Client), StepError> {
+    pub async fn both(&mut self) -> Result<(&Client, &Client), Error> {
         self.client(Side::Source).await?;
         self.client(Side::Target).await?;
         Ok((
@@ -173,7 +71,7 @@ impl<'t> Session<'t> {
     }
 
     /// The side's server_version_num.
-    pub async fn version(&mut self, side: Side) -> Result<i32, StepError> {
+    pub async fn version(&mut self, side: Side) -> Result<i32, Error> {
         let i = usize::from(side == Side::Target);
         if let Some(v) = self.versions[i] {
             return Ok(v);
@@ -186,12 +84,12 @@ impl<'t> Session<'t> {
     }
 
     /// `sql` as the side's server understands it (catalog::compat).
-    async fn portable(&mut self, side: Side, sql: &str) -> Result<String, StepError> {
+    async fn portable(&mut self, side: Side, sql: &str) -> Result<String, Error> {
         let v = self.version(side).await?;
         Ok(crate::catalog::compat::portable(sql, v).into_owned())
     }
 
-    pub async fn rows(&mut self, side: Side, what: &str, sql: &str) -> Result<Vec<Row>, StepError> {
+    pub async fn rows(&mut self, side: Side, what: &str, sql: &str) -> Result<Vec<Row>, Error> {
         let sql = self.portable(side, sql).await?;
         self.client(side)
             .await?
@@ -206,7 +104,7 @@ impl<'t> Session<'t> {
         side: Side,
         what: &str,
         sql: &str,
-    ) -> Result<Vec<String>, StepError> {
+    ) -> Result<Vec<String>, Error> {
         Ok(self
             .rows(side, what, sql)
             .await?
@@ -222,7 +120,7 @@ impl<'t> Session<'t> {
         side: Side,
         statements: &[String],
         show: impl Fn(&str) -> String,
-    ) -> Result<(), StepError> {
+    ) -> Result<(), Error> {
         for s in statements {
             if s.trim_start().starts_with("--") {
                 self.say(&format!("  {}", s.trim()));
@@ -238,7 +136,7 @@ impl<'t> Session<'t> {
     }
 
     /// Run a fixed script (several statements) on `side`.
-    pub async fn execute(&mut self, side: Side, what: &str, sql: &str) -> Result<(), StepError> {
+    pub async fn execute(&mut self, side: Side, what: &str, sql: &str) -> Result<(), Error> {
         let sql = self.portable(side, sql).await?;
         self.client(side)
             .await?

@@ -8,12 +8,13 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use super::exec::{Session, StepError};
-use super::plan::{Action, Plan};
 use super::restore::Restorer;
-use super::sql;
-use crate::check::Side;
 use crate::conn::ConnSpec;
+use crate::error::Error;
+use crate::native::sql;
+use crate::step::Session;
+use crate::step::Side;
+use crate::step::{Action, Plan};
 use crate::tools;
 
 /// Which part of the schema to load.
@@ -151,7 +152,7 @@ pub fn plan_copy_schema(task: &crate::task::Task, o: &SchemaOptions) -> Plan {
 }
 
 /// Run copy-schema.
-pub async fn copy_schema(s: &mut Session<'_>, o: &SchemaOptions) -> Result<(), StepError> {
+pub async fn copy_schema(s: &mut Session<'_>, o: &SchemaOptions) -> Result<(), Error> {
     let task = s.task;
     if o.section.pre() {
         guard_target_tables(s, o).await?;
@@ -164,7 +165,7 @@ pub async fn copy_schema(s: &mut Session<'_>, o: &SchemaOptions) -> Result<(), S
         )
         .await?;
     if !args.iter().any(|a| a.starts_with("--schema=")) {
-        return Err(StepError::failed(
+        return Err(Error::failed(
             "nothing to copy: no schema of the source matches the task's objects (check `objects:` include/exclude)",
         ));
     }
@@ -184,10 +185,7 @@ pub async fn copy_schema(s: &mut Session<'_>, o: &SchemaOptions) -> Result<(), S
 
 /// The schema of tables created on the source after copy-schema (for `refresh`): pre-data
 /// and keys, so the subscription can copy into them.
-pub async fn copy_tables(
-    s: &mut Session<'_>,
-    tables: &[(String, String)],
-) -> Result<(), StepError> {
+pub async fn copy_tables(s: &mut Session<'_>, tables: &[(String, String)]) -> Result<(), Error> {
     let mut schemas: Vec<&String> = tables.iter().map(|(n, _)| n).collect();
     schemas.sort();
     schemas.dedup();
@@ -225,7 +223,7 @@ async fn dump_and_restore(
     s: &mut Session<'_>,
     selection: Vec<String>,
     o: &SchemaOptions,
-) -> Result<(), StepError> {
+) -> Result<(), Error> {
     let (section, clean, workdir) = (o.section, o.clean, o.workdir.as_deref());
     let task = s.task;
     let target = s.spec(Side::Target)?.clone();
@@ -233,12 +231,12 @@ async fn dump_and_restore(
     let dir: &Path = match workdir {
         Some(d) => {
             std::fs::create_dir_all(d)
-                .map_err(|e| StepError::failed(format!("creating {}: {e}", d.display())))?;
+                .map_err(|e| Error::failed(format!("creating {}: {e}", d.display())))?;
             d
         }
         None => {
             temp = tempfile::tempdir()
-                .map_err(|e| StepError::failed(format!("creating a temporary folder: {e}")))?;
+                .map_err(|e| Error::failed(format!("creating a temporary folder: {e}")))?;
             temp.path()
         }
     };
@@ -318,13 +316,13 @@ async fn restore_parallel(
     entries: &[String],
     jobs: usize,
     target: &ConnSpec,
-) -> Result<(), StepError> {
+) -> Result<(), Error> {
     if entries.is_empty() {
         return Ok(());
     }
     let list = dir.join("post-data.list");
     std::fs::write(&list, entries.join("\n") + "\n")
-        .map_err(|e| StepError::failed(format!("writing {}: {e}", list.display())))?;
+        .map_err(|e| Error::failed(format!("writing {}: {e}", list.display())))?;
     let args = vec![
         "--no-owner".to_string(),
         "--no-privileges".to_string(),
@@ -344,7 +342,7 @@ async fn restore_parallel(
 
 /// Refuse to touch selected tables that exist on the target unless told to, and never
 /// drop rows without `force`.
-async fn guard_target_tables(s: &mut Session<'_>, o: &SchemaOptions) -> Result<(), StepError> {
+async fn guard_target_tables(s: &mut Session<'_>, o: &SchemaOptions) -> Result<(), Error> {
     let rows = s
         .rows(
             Side::Target,
@@ -370,7 +368,7 @@ async fn guard_target_tables(s: &mut Session<'_>, o: &SchemaOptions) -> Result<(
     };
     let may_drop_rows = o.clean && o.force;
     if !with_rows.is_empty() && !may_drop_rows {
-        return Err(StepError::refused(format!(
+        return Err(Error::refused(format!(
             "the target already holds rows in {} selected table(s): {}\n  \
              copy-schema never drops data unless told to. Empty or drop them yourself, skip this step \
              if the schema is already in place, or rerun with --clean --force to drop and recreate them \
@@ -380,7 +378,7 @@ async fn guard_target_tables(s: &mut Session<'_>, o: &SchemaOptions) -> Result<(
         )));
     }
     if !o.clean {
-        return Err(StepError::refused(format!(
+        return Err(Error::refused(format!(
             "{} selected table(s) already exist on the target (empty): {}\n  \
              rerun with --clean to drop and recreate them from the source, or skip copy-schema if the \
              schema is already in place.",
@@ -397,11 +395,11 @@ async fn guard_target_tables(s: &mut Session<'_>, o: &SchemaOptions) -> Result<(
 
 /// The pg_dump for this source and target (`tools::pg_dump_for`: PGTRANSIT_PG_BINDIR pins
 /// it), and how its pg_restore restores into the target.
-async fn client_programs(s: &mut Session<'_>) -> Result<(PathBuf, Restorer), StepError> {
+async fn client_programs(s: &mut Session<'_>) -> Result<(PathBuf, Restorer), Error> {
     let source = s.version(Side::Source).await? / 10000;
     let target = s.version(Side::Target).await? / 10000;
     let (pg_dump, major) = tools::pg_dump_for(source as u32, Some(target as u32))
-        .map_err(|e| StepError::failed(format!("{}\n  fix: {}", e.problem, e.fix)))?;
+        .map_err(|e| Error::failed(format!("{}\n  fix: {}", e.problem, e.fix)))?;
     let restorer = Restorer::new(&pg_dump, major, target as u32);
     s.say(&format!(
         "  [local] {} (PostgreSQL {major}) for a {source} source and a {target} target{}",
@@ -419,7 +417,7 @@ pub(super) async fn run_program(
     program: &Path,
     args: &[String],
     conn: &ConnSpec,
-) -> Result<String, StepError> {
+) -> Result<String, Error> {
     let out = tokio::process::Command::new(program)
         .args(args)
         .arg(format!("--dbname={}", conn.conninfo_without_password()))
@@ -427,9 +425,9 @@ pub(super) async fn run_program(
         .stdin(Stdio::null())
         .output()
         .await
-        .map_err(|e| StepError::failed(format!("running {}: {e}", program.display())))?;
+        .map_err(|e| Error::failed(format!("running {}: {e}", program.display())))?;
     if !out.status.success() {
-        return Err(StepError::failed(format!(
+        return Err(Error::failed(format!(
             "{} failed: {}",
             program
                 .file_name()
@@ -442,7 +440,7 @@ pub(super) async fn run_program(
 }
 
 /// The table of contents of one section of the archive.
-async fn toc(pg_restore: &Path, dump: &Path, section: &str) -> Result<Vec<String>, StepError> {
+async fn toc(pg_restore: &Path, dump: &Path, section: &str) -> Result<Vec<String>, Error> {
     let out = tokio::process::Command::new(pg_restore)
         .arg("--list")
         .arg(format!("--section={section}"))
@@ -450,9 +448,9 @@ async fn toc(pg_restore: &Path, dump: &Path, section: &str) -> Result<Vec<String
         .stdin(Stdio::null())
         .output()
         .await
-        .map_err(|e| StepError::failed(format!("running pg_restore: {e}")))?;
+        .map_err(|e| Error::failed(format!("running pg_restore: {e}")))?;
     if !out.status.success() {
-        return Err(StepError::failed(format!(
+        return Err(Error::failed(format!(
             "pg_restore --list failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         )));
@@ -504,14 +502,14 @@ async fn restore(
     entries: &[String],
     clean: bool,
     target: &ConnSpec,
-) -> Result<(), StepError> {
+) -> Result<(), Error> {
     if entries.is_empty() {
         s.say(&format!("  [target] {name}: nothing to load"));
         return Ok(());
     }
     let list = dir.join(format!("{name}.list"));
     std::fs::write(&list, entries.join("\n") + "\n")
-        .map_err(|e| StepError::failed(format!("writing {}: {e}", list.display())))?;
+        .map_err(|e| Error::failed(format!("writing {}: {e}", list.display())))?;
     let mut args: Vec<String> = restore_flags(clean)
         .split(' ')
         .map(str::to_string)
