@@ -1,8 +1,7 @@
 //! `pgtransit check [users|databases|hba|replica-identity|objects|config|all]`.
 
 use clap::{Args, ValueEnum};
-use pgtransit::check::{self, Report, Scope};
-use pgtransit::conn;
+use pgtransit::check::{self, Scope};
 
 use crate::{resolve_task, Failure, TaskArgs};
 
@@ -50,7 +49,7 @@ fn scopes(arg: ScopeArg) -> Vec<Scope> {
 pub async fn run(args: CheckArgs) -> Result<u8, Failure> {
     let task = resolve_task(&args.task)?;
     let scopes = scopes(args.scope);
-    let report = run_checks(&task, &scopes, args.fix, args.apply, args.json).await?;
+    let report = check::run_and_fix(&task, &scopes, args.fix, args.apply, &say(args.json)).await?;
     if args.json {
         outln!(
             "{}",
@@ -65,57 +64,13 @@ pub async fn run(args: CheckArgs) -> Result<u8, Failure> {
     Ok(if report.has_errors() { 3 } else { 0 })
 }
 
-/// Connect, check, and with `fix` print (and with `apply` run) the replica identity fixes.
-pub async fn run_checks(
-    task: &pgtransit::task::Task,
-    scopes: &[Scope],
-    fix: bool,
-    apply: bool,
-    quiet: bool,
-) -> Result<Report, Failure> {
-    let source = conn::connect(&task.source).await?;
-    let target = match &task.target {
-        Some(t) => Some(conn::connect(t).await?),
-        None => None,
-    };
-    let report = check::run(task, &source, target.as_ref(), scopes).await?;
-    if !fix {
-        return Ok(report);
-    }
-    // Each missing-identity finding carries its fix statement.
-    let statements: Vec<String> = report
-        .findings
-        .iter()
-        .filter(|f| f.code == "replica-identity.missing")
-        .filter_map(|f| f.fix.clone())
-        .collect();
-    let say = |s: String| {
-        if quiet {
-            eprintln!("{s}")
+/// The fixes said on stdout (stderr under `--json`, so that stdout stays one document).
+pub fn say(json: bool) -> impl Fn(&str) {
+    move |l: &str| {
+        if json {
+            eprintln!("{l}")
         } else {
-            outln!("{s}")
+            outln!("{l}")
         }
-    };
-    if statements.is_empty() {
-        say("-- every selected table has a replica identity: nothing to fix".into());
-        return Ok(report);
     }
-    say(format!(
-        "-- replica identity fixes for {} ({} table(s)):",
-        task.source.display(),
-        statements.len()
-    ));
-    for s in &statements {
-        say(s.clone());
-    }
-    if !apply {
-        say("-- run them with: pgtransit check replica-identity --fix --apply".into());
-        return Ok(report);
-    }
-    check::apply_fixes(&source, &statements).await?;
-    say(format!(
-        "-- applied {} statement(s); checking again\n",
-        statements.len()
-    ));
-    Ok(check::run(task, &source, target.as_ref(), scopes).await?)
 }

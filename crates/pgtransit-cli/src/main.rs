@@ -201,6 +201,7 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    pgtransit::arm_fail_points();
     let cli = Cli::parse();
     // The change apply is one stream through one session: on one thread, the hand-offs
     // between the replication reader, the applier and the target connection cost no

@@ -10,7 +10,7 @@ use pgtransit::catalog::pretty_bytes;
 use pgtransit::native;
 use pgtransit::schema::{SchemaOptions, Section};
 use pgtransit::step::{Plan, Session};
-use pgtransit::task::Task;
+use pgtransit::task::{OnMissingRow, Task};
 
 use crate::{resolve_task, Failure, TaskArgs};
 
@@ -385,6 +385,9 @@ pub struct InitDataArgs {
     /// Copy even into target tables that already hold rows
     #[arg(long)]
     pub force: bool,
+    /// Print the actions (side and SQL) without running anything
+    #[arg(long)]
+    pub dry_run: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -397,6 +400,9 @@ pub async fn init_data(a: InitDataArgs) -> Result<u8, Failure> {
         split_bytes: a.split_mb * 1024 * 1024,
         force: a.force,
     };
+    if a.dry_run {
+        return dry_run(pgtransit::snapshot::plan_init_data(&task, &o));
+    }
     let json = a.json;
     let events = event_printer(json);
     let sink = events.clone();
@@ -434,8 +440,11 @@ pub struct CdcArgs {
     pub until: Option<String>,
     /// An UPDATE or DELETE whose row is not on the target stops the apply (`stop`, the
     /// default) or is counted and logged (`log`); default: the task's `on_missing_row`
-    #[arg(long, value_name = "stop|log")]
-    pub on_missing_row: Option<String>,
+    #[arg(long, value_name = "stop|log", value_parser = OnMissingRow::parse)]
+    pub on_missing_row: Option<OnMissingRow>,
+    /// Print the actions (side and SQL) without running anything
+    #[arg(long)]
+    pub dry_run: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -444,16 +453,19 @@ pub struct CdcArgs {
 pub async fn cdc(a: CdcArgs) -> Result<u8, Failure> {
     use pgtransit::stream::{CdcOptions, Until};
     let mut task = resolve_task(&a.task)?;
-    if let Some(m) = &a.on_missing_row {
-        task.on_missing_row = pgtransit::task::OnMissingRow::parse(m)
-            .map_err(|e| Failure::usage(format!("--{e}")))?;
+    if let Some(m) = a.on_missing_row {
+        task.on_missing_row = m;
+    }
+    if a.dry_run {
+        return dry_run(pgtransit::stream::plan_cdc(&task));
     }
     let until = match a.until.as_deref() {
         None => Until::Stopped,
         Some("now") => Until::SourceNow,
         Some(l) => Until::Lsn(
-            pgwire_replication_lsn(l)
-                .ok_or_else(|| Failure::usage(format!("--until: not an LSN: {l}")))?,
+            l.parse::<tokio_postgres::types::PgLsn>()
+                .map(u64::from)
+                .map_err(|_| Failure::usage(format!("--until: not an LSN: {l}")))?,
         ),
     };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -493,12 +505,6 @@ pub async fn cdc(a: CdcArgs) -> Result<u8, Failure> {
     Ok(0)
 }
 
-/// "16/B374D848" as a number.
-fn pgwire_replication_lsn(s: &str) -> Option<u64> {
-    let (hi, lo) = s.split_once('/')?;
-    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
-}
-
 /// The last JSON line of a step run with --json: its report.
 fn print_done(report: &impl serde::Serialize) -> Result<(), Failure> {
     let done = serde_json::json!({ "event": "done", "report": report });
@@ -529,7 +535,7 @@ fn event_printer(json: bool) -> pgtransit::snapshot::Events {
         if bars {
             let mut copy = copy.lock().unwrap_or_else(|p| p.into_inner());
             match &e {
-                CopyEvent::Progress {
+                CopyEvent::Progress(pgtransit::snapshot::CopyProgress {
                     units_done,
                     units_total,
                     rows,
@@ -537,7 +543,7 @@ fn event_printer(json: bool) -> pgtransit::snapshot::Events {
                     percent,
                     eta_seconds,
                     ..
-                } => {
+                }) => {
                     copy.get_or_insert_with(|| {
                         crate::progress::CopyBar::new(crate::progress::target(json))
                     })
@@ -578,7 +584,7 @@ fn event_printer(json: bool) -> pgtransit::snapshot::Events {
         // Plain lines: the metrics every 10 s, the copy's totals every 5 s.
         let every = match e {
             CopyEvent::Cdc(_) => Some((&last, 10)),
-            CopyEvent::Progress { .. } => Some((&last_progress, 5)),
+            CopyEvent::Progress(_) => Some((&last_progress, 5)),
             _ => None,
         };
         if let Some((last, secs)) = every {

@@ -123,7 +123,7 @@ fn a_migration_without_superuser_on_either_side() {
     let o = Command::new(env!("CARGO_BIN_EXE_pgtransit"))
         .args(["switchover", "lp", "--fence", "readonly"])
         .env("PGTRANSIT_HOME", h)
-        .env("PGTRANSIT_CRASH_AFTER", "fenced")
+        .env("FAILPOINTS", "switchover-crash=return(fenced)")
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(9), "{}", text(&o));

@@ -433,7 +433,7 @@ fn a_crashed_switchover_is_undone_or_continued() {
         let o = Command::new(env!("CARGO_BIN_EXE_pgtransit"))
             .args(["switchover", "s3", "--fence", "readonly"])
             .env("PGTRANSIT_HOME", h)
-            .env("PGTRANSIT_CRASH_AFTER", phase)
+            .env("FAILPOINTS", format!("switchover-crash=return({phase})"))
             .output()
             .unwrap();
         assert_eq!(
@@ -540,7 +540,7 @@ fn a_switchover_resumed_after_the_fence_ends_the_sessions_left_behind() {
     let o = Command::new(env!("CARGO_BIN_EXE_pgtransit"))
         .args(["switchover", "s4", "--fence", "readonly"])
         .env("PGTRANSIT_HOME", h)
-        .env("PGTRANSIT_CRASH_AFTER", "fencing")
+        .env("FAILPOINTS", "switchover-crash=return(fencing)")
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(9), "{}", text(&o));

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use tokio_postgres::types::PgLsn;
 use tokio_postgres::Client;
 
 use crate::error::{sql_error, Error};
@@ -44,13 +45,13 @@ pub async fn position(
         .and_then(|r| r.get(0)))
 }
 
-/// Whether position `a` is past `b` (compared by the source, which knows pg_lsn).
-pub async fn past(source: &Client, a: &str, b: &str) -> Result<bool, Error> {
-    source
-        .query_one("SELECT $1::text::pg_lsn > $2::text::pg_lsn", &[&a, &b])
-        .await
-        .map(|r| r.get(0))
-        .map_err(|e| sql_error("comparing positions", e))
+/// Whether position `a` is past `b`; positions as the server writes them (`16/B374D848`).
+pub fn past(a: &str, b: &str) -> Result<bool, Error> {
+    let lsn = |x: &str| {
+        x.parse::<PgLsn>()
+            .map_err(|_| Error::failed(format!("not a WAL position: {x:?}")))
+    };
+    Ok(lsn(a)? > lsn(b)?)
 }
 
 /// Whether something is applying the task's changes now: its slot exists and a walsender
@@ -79,7 +80,7 @@ pub async fn wait_past(
     let started = Instant::now();
     loop {
         if let Some(applied) = position(task, source, target).await? {
-            if past(source, &applied, lsn).await? {
+            if past(&applied, lsn)? {
                 return Ok(true);
             }
         }
@@ -87,5 +88,16 @@ pub async fn wait_past(
             return Ok(false);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn positions_compare_as_numbers() {
+        assert!(super::past("16/B374D848", "16/B374D847").unwrap());
+        assert!(super::past("10/0", "F/FFFFFFFF").unwrap());
+        assert!(!super::past("0/10", "0/10").unwrap());
+        assert!(super::past("x", "0/1").is_err());
     }
 }

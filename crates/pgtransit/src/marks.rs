@@ -27,7 +27,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Kind::Slot => "slot",
             Kind::Origin => "origin",
@@ -40,6 +40,26 @@ impl Kind {
             Kind::Origin => "replication origin",
         }
     }
+}
+
+/// The statements of [`claim`], for plans and `--dry-run`.
+pub fn claim_sql(kind: Kind, name: &str, task: &str) -> String {
+    format!(
+        "{TABLE_SQL};\nINSERT INTO pgtransit.owned_objects (kind, name, task) VALUES ({}, {}, {}) \
+         ON CONFLICT (kind, name) DO NOTHING;  -- refused when it names another task",
+        quote::literal(kind.as_str()),
+        quote::literal(name),
+        quote::literal(task)
+    )
+}
+
+/// The query of [`owner`], for plans and `--dry-run`.
+pub fn owner_sql(kind: Kind, name: &str) -> String {
+    format!(
+        "SELECT task FROM pgtransit.owned_objects WHERE kind = {} AND name = {};",
+        quote::literal(kind.as_str()),
+        quote::literal(name)
+    )
 }
 
 /// Record, before creating it, that `name` is task `task`'s. A mark of another task refuses.

@@ -7,7 +7,7 @@ use crate::check::Side;
 use crate::error::Error;
 use crate::marks::{self, Kind};
 use crate::native::{self};
-use crate::quote;
+use crate::quote::{self, literal};
 use crate::state::Leftover;
 use crate::step::Session;
 use crate::task::Engine;
@@ -82,8 +82,88 @@ async fn slot_owner(s: &mut Session<'_>) -> Result<Owned, Error> {
     })
 }
 
-fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+/// `terminate --dry-run`: what `cleanup` does, per side, with its guards. Each object goes
+/// only when it is the task's: marked as such on the target (slot, origin), or carrying the
+/// task's comment (publication, subscription); anything else under the task's names is
+/// kept and named.
+pub fn plan(task: &crate::task::Task) -> crate::step::Plan {
+    use crate::step::{Action, Plan};
+    let origin = crate::stream::origin_name(task);
+    let name = literal(&task.name);
+    let mut actions = Vec::new();
+    if task.engine == Engine::Native {
+        // drop-sub's own plan: the guard, the subscription, its slots on the source.
+        actions.extend(native::plan_drop_sub(task).actions);
+    } else {
+        actions.push(Action::Inspect {
+            side: Side::Target,
+            why: "whose the slot is: its mark, else the copy's bookkeeping naming it for this task"
+                .into(),
+            sql: format!(
+                "{}\nSELECT EXISTS (SELECT 1 FROM pgtransit.copy_state WHERE task = {name} AND slot = {});",
+                marks::owner_sql(Kind::Slot, &task.slot),
+                literal(&task.slot)
+            ),
+        });
+    }
+    actions.extend([
+        Action::Inspect {
+            side: Side::Target,
+            why: "whose the replication origin is (dropped only when marked as this task's)".into(),
+            sql: marks::owner_sql(Kind::Origin, &origin),
+        },
+        Action::Execute {
+            side: Side::Target,
+            why: "the origin, and its mark".into(),
+            sql: format!(
+                "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = {0};\n\
+                 DELETE FROM pgtransit.owned_objects WHERE kind = 'origin' AND name = {0};",
+                literal(&origin)
+            ),
+        },
+        Action::Execute {
+            side: Side::Target,
+            why: "the copy's bookkeeping of this task".into(),
+            sql: format!(
+                "DELETE FROM pgtransit.copy_progress WHERE task = {name};\nDELETE FROM pgtransit.copy_state WHERE task = {name};"
+            ),
+        },
+    ]);
+    if task.engine == Engine::Stream {
+        actions.push(Action::Execute {
+            side: Side::Source,
+            why: "the slot, when it is this task's (after ending the walsender that holds it), and \
+                  its mark on the target"
+                .into(),
+            sql: format!(
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = {0} AND active_pid IS NOT NULL;\n\
+                 SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = {0};",
+                literal(&task.slot)
+            ),
+        });
+    }
+    actions.push(Action::Inspect {
+        side: Side::Source,
+        why: "whose the publication is (dropped only with this task's comment)".into(),
+        sql: crate::native::sql::for_task(crate::native::sql::PUBLICATION_STATE, task),
+    });
+    actions.push(Action::Execute {
+        side: Side::Source,
+        why: "the publication".into(),
+        sql: format!(
+            "DROP PUBLICATION IF EXISTS {};",
+            quote::ident(&task.publication)
+        ),
+    });
+    actions.push(Action::Execute {
+        side: Side::Target,
+        why: "the pgtransit schema, once no task's bookkeeping or mark is left in it".into(),
+        sql: "DROP SCHEMA IF EXISTS pgtransit CASCADE;".into(),
+    });
+    Plan {
+        step: "terminate",
+        actions,
+    }
 }
 
 /// Drop the task's objects on both sides; never stops at an error (a server down, a

@@ -22,11 +22,32 @@ use crate::error::{sql_error, Error};
 use crate::quote;
 use crate::task::Task;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    Count,
-    Checksum,
+crate::named::named! {
+    pub enum Mode {
+        /// Exact row counts on both sides.
+        Count = "count",
+        /// Every row's checksum, compared in key order.
+        Checksum = "checksum",
+    }
+}
+
+crate::named::named! {
+    /// `--verify` of a switchover: a verify mode, or none.
+    pub enum VerifyChoice {
+        Count = "count",
+        Checksum = "checksum",
+        None = "none",
+    }
+}
+
+impl VerifyChoice {
+    pub fn mode(self) -> Option<Mode> {
+        match self {
+            VerifyChoice::Count => Some(Mode::Count),
+            VerifyChoice::Checksum => Some(Mode::Checksum),
+            VerifyChoice::None => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -130,7 +130,9 @@ async fn problems(args: DemoArgs) -> Result<u8, Failure> {
     task.objects.exclude.push(ObjectPattern::parse("scratch")?);
 
     say("$ pgtransit check all\n");
-    let report = check_cmd::run_checks(&task, &Scope::ALL, false, false, args.json).await?;
+    let report =
+        pgtransit::check::run_and_fix(&task, &Scope::ALL, false, false, &check_cmd::say(args.json))
+            .await?;
     if args.json {
         outln!(
             "{}",
@@ -141,7 +143,14 @@ async fn problems(args: DemoArgs) -> Result<u8, Failure> {
     out!("{}", pgtransit::check::render_text(&report, true));
 
     say("\n$ pgtransit check replica-identity --fix --apply\n");
-    let fixed = check_cmd::run_checks(&task, &[Scope::ReplicaIdentity], true, true, false).await?;
+    let fixed = pgtransit::check::run_and_fix(
+        &task,
+        &[Scope::ReplicaIdentity],
+        true,
+        true,
+        &check_cmd::say(false),
+    )
+    .await?;
     out!("{}", pgtransit::check::render_text(&fixed, true));
     say("\nThe demo clusters are stopped and removed now.");
     Ok(0)

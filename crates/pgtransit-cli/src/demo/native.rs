@@ -84,7 +84,14 @@ pub async fn run() -> Result<u8, Failure> {
     outln!("\n$ pgtransit generate   # the same flow as scripts: {}/ (README.md, copy-schema, create-pub, ...)", ctx.display());
 
     let t = step("check replica-identity --fix --apply   # pgbench_history has no key");
-    check_cmd::run_checks(&task, &[Scope::ReplicaIdentity], true, true, false).await?;
+    pgtransit::check::run_and_fix(
+        &task,
+        &[Scope::ReplicaIdentity],
+        true,
+        true,
+        &check_cmd::say(false),
+    )
+    .await?;
     done(t);
 
     let script = dir.path().join("workload.sql");

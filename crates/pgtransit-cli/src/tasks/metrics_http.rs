@@ -7,32 +7,55 @@ use std::sync::{Arc, Mutex};
 
 use axum::{routing::get, Json, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use pgtransit::snapshot::CopyEvent;
+use pgtransit::migration::Metrics;
+use pgtransit::snapshot::CopyProgress;
+use pgtransit::state::{Step, StepState};
 use pgtransit::stream::CdcMetrics;
+use pgtransit::task::Engine;
 use serde::Serialize;
 
 use crate::Failure;
 
+/// The task's state as `/status` serves it.
 #[derive(Clone, Serialize)]
 pub struct Status {
     pub task: String,
-    pub engine: String,
+    pub engine: Engine,
     pub pid: u32,
-    pub steps: BTreeMap<String, String>,
-    pub cdc: Option<serde_json::Value>,
-    pub copy: Option<serde_json::Value>,
+    pub steps: BTreeMap<Step, StepState>,
+    pub cdc: Option<CdcMetrics>,
+    pub copy: Option<CopyProgress>,
 }
 
 impl Status {
-    pub fn new(task: &str, engine: &str) -> Status {
+    pub fn new(task: &str, engine: Engine) -> Status {
         Status {
             task: task.into(),
-            engine: engine.into(),
+            engine,
             pid: std::process::id(),
             steps: BTreeMap::new(),
             cdc: None,
             copy: None,
         }
+    }
+
+    /// Keep what a worker published, and set the gauges.
+    pub fn record(&mut self, m: &Metrics) {
+        match m {
+            Metrics::Cdc(c) => {
+                record_cdc(c);
+                self.cdc = Some(c.clone());
+            }
+            Metrics::Copy(p) => {
+                record_copy(p);
+                self.copy = Some(p.clone());
+            }
+        }
+    }
+
+    pub fn record_step(&mut self, step: Step, state: StepState) {
+        record_step(step, state);
+        self.steps.insert(step, state);
     }
 }
 
@@ -98,7 +121,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, app: Router) {
     }
 }
 
-pub fn record_cdc(m: &CdcMetrics) {
+fn record_cdc(m: &CdcMetrics) {
     metrics::gauge!("pgtransit_lag_bytes").set(m.lag_bytes as f64);
     metrics::gauge!("pgtransit_lag_seconds").set(m.lag_seconds);
     metrics::gauge!("pgtransit_applied_rows").set(m.rows as f64);
@@ -111,28 +134,18 @@ pub fn record_cdc(m: &CdcMetrics) {
     }
 }
 
-pub fn record_copy(e: &CopyEvent) {
-    if let CopyEvent::Progress {
-        units_done,
-        units_total,
-        rows,
-        bytes,
-        percent,
-        ..
-    } = e
-    {
-        metrics::gauge!("pgtransit_copy_units_done").set(*units_done as f64);
-        metrics::gauge!("pgtransit_copy_units_total").set(*units_total as f64);
-        metrics::gauge!("pgtransit_copy_rows").set(*rows as f64);
-        metrics::gauge!("pgtransit_copy_bytes").set(*bytes as f64);
-        metrics::gauge!("pgtransit_copy_percent").set(*percent);
-    }
+fn record_copy(p: &CopyProgress) {
+    metrics::gauge!("pgtransit_copy_units_done").set(p.units_done as f64);
+    metrics::gauge!("pgtransit_copy_units_total").set(p.units_total as f64);
+    metrics::gauge!("pgtransit_copy_rows").set(p.rows as f64);
+    metrics::gauge!("pgtransit_copy_bytes").set(p.bytes as f64);
+    metrics::gauge!("pgtransit_copy_percent").set(p.percent);
 }
 
 /// One gauge per step and state, 1 for the step's current state.
-pub fn record_step(step: &str, state: &str) {
-    for s in ["pending", "running", "complete", "failed", "skipped"] {
-        metrics::gauge!("pgtransit_step", "step" => step.to_string(), "state" => s)
-            .set(if s == state { 1.0 } else { 0.0 });
+fn record_step(step: Step, state: StepState) {
+    for s in StepState::ALL {
+        metrics::gauge!("pgtransit_step", "step" => step.as_str(), "state" => s.as_str())
+            .set(if *s == state { 1.0 } else { 0.0 });
     }
 }

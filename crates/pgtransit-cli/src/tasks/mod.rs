@@ -11,7 +11,11 @@ mod worker;
 
 use std::path::PathBuf;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
+use pgtransit::state::Step;
+use pgtransit::switchover::{Fence, Reroute};
+use pgtransit::task::{Engine, OnMissingRow};
+use pgtransit::verify::VerifyChoice;
 
 use crate::Failure;
 
@@ -19,12 +23,6 @@ pub use create::create;
 pub use show::{describe, list, logs, templates};
 pub use switchover::{rollback, run as switchover};
 pub use terminate::terminate;
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum EngineArg {
-    Stream,
-    Native,
-}
 
 #[derive(Args)]
 pub struct CreateArgs {
@@ -46,15 +44,15 @@ pub struct CreateArgs {
     /// Steps to run, e.g. precheck=true,init-struct=false,init-data=true,cdc=true
     #[arg(long, value_name = "LIST")]
     pub steps: Option<String>,
-    #[arg(long, value_enum)]
-    pub engine: Option<EngineArg>,
+    #[arg(long, value_name = "stream|native")]
+    pub engine: Option<Engine>,
     /// A template from `pgtransit templates` (kbcli's apecloud-pg2pg is the stream engine)
     #[arg(long, value_name = "NAME")]
     pub template: Option<String>,
     /// Stream engine: an UPDATE or DELETE whose row is not on the target stops the apply
     /// (`stop`, the default) or is counted and logged (`log`)
-    #[arg(long, value_name = "stop|log")]
-    pub on_missing_row: Option<String>,
+    #[arg(long, value_name = "stop|log", value_parser = OnMissingRow::parse)]
+    pub on_missing_row: Option<OnMissingRow>,
     /// Record the task without starting its worker
     #[arg(long)]
     pub no_start: bool,
@@ -88,30 +86,11 @@ pub struct ListArgs {
     pub json: bool,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-pub enum StepArg {
-    Precheck,
-    InitStruct,
-    InitData,
-    Cdc,
-}
-
-impl StepArg {
-    fn name(self) -> &'static str {
-        match self {
-            StepArg::Precheck => "precheck",
-            StepArg::InitStruct => "init-struct",
-            StepArg::InitData => "init-data",
-            StepArg::Cdc => "cdc",
-        }
-    }
-}
-
 #[derive(Args)]
 pub struct LogsArgs {
     pub name: String,
-    #[arg(long, value_enum)]
-    pub step: Option<StepArg>,
+    #[arg(long, value_name = "precheck|init-struct|init-data|cdc")]
+    pub step: Option<Step>,
     /// Keep printing new lines as the worker writes them
     #[arg(long, short = 'f')]
     pub follow: bool,
@@ -128,6 +107,9 @@ pub struct TerminateArgs {
     /// Seconds to wait for the worker to stop after SIGTERM before SIGKILL
     #[arg(long, default_value_t = 30)]
     pub wait: u64,
+    /// Print every action (side and SQL, with its guard) without running anything
+    #[arg(long)]
+    pub dry_run: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -141,25 +123,24 @@ pub struct SwitchoverArgs {
     /// continuing it
     #[arg(long)]
     pub undo: bool,
-    /// Print every action without running anything
+    /// Print every action (side and SQL) without running anything
     #[arg(long)]
     pub dry_run: bool,
     #[arg(long)]
     pub json: bool,
 }
 
-/// The switchover's choices; recorded with its progress (without passwords) so that a
-/// switchover that stopped halfway continues with the choices it started with.
-#[derive(Args, Clone, Debug, serde::Serialize, serde::Deserialize)]
+/// The switchover's choices (`pgtransit::migration::SwitchoverChoices`).
+#[derive(Args, Clone, Debug)]
 pub struct SwitchoverFlags {
     /// readonly (no new session but superusers', the others ended), pgbouncer (PAUSE:
     /// clients wait), pgbouncer+readonly (both), none, or hook:COMMAND
     #[arg(long, default_value = "readonly")]
-    pub fence: String,
+    pub fence: Fence,
     /// pgbouncer (the database entry points at the target, RELOAD, RESUME), none, or
     /// hook:COMMAND (run with PGTRANSIT_TARGET set to the target, no password)
     #[arg(long, default_value = "none")]
-    pub reroute: String,
+    pub reroute: Reroute,
     /// pgbouncer's admin console, e.g. postgres://pgbouncer@10.0.0.5:6432/pgbouncer (the
     /// password from .pgpass or PGPASSWORD)
     #[arg(long, value_name = "URL")]
@@ -183,8 +164,8 @@ pub struct SwitchoverFlags {
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub seq_shift: i64,
     /// count, checksum or none
-    #[arg(long, default_value = "count")]
-    pub verify: String,
+    #[arg(long, default_value = "count", value_name = "count|checksum|none")]
+    pub verify: VerifyChoice,
     /// Replicate from the new primary back to the old one (task NAME-reverse), so that
     /// `pgtransit rollback NAME` can switch back
     #[arg(long)]
@@ -199,35 +180,6 @@ pub async fn run(a: WorkerArgs) -> Result<u8, Failure> {
 /// `pgtransit start NAME`: the worker detached.
 pub async fn start(a: WorkerArgs) -> Result<u8, Failure> {
     create::start_worker(&a.name, a.metrics_addr.as_deref(), a.json).await
-}
-
-fn store() -> Result<pgtransit::state::Store, Failure> {
-    pgtransit::state::Store::open().map_err(Failure::from)
-}
-
-/// Whether a process with this id is alive. A killed worker whose parent is gone can
-/// linger as a zombie until reaped; that is not alive.
-fn alive(pid: Option<u32>) -> bool {
-    let Some(p) = pid.filter(|p| *p > 0) else {
-        return false;
-    };
-    match std::fs::read_to_string(format!("/proc/{p}/stat")) {
-        // The state follows the command name in parentheses.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => unsafe { libc::kill(p as i32, 0) == 0 },
-    }
-}
-
-/// The task's status as the user should see it: a worker that died is not running.
-fn effective_status(t: &pgtransit::state::TaskRecord) -> String {
-    if t.status == "running" && !alive(t.pid) {
-        "stopped (worker gone)".into()
-    } else {
-        t.status.clone()
-    }
 }
 
 fn json_out(v: &impl serde::Serialize) -> Result<(), Failure> {

@@ -178,6 +178,62 @@ pub async fn run(
     })
 }
 
+/// Connect to both sides and check; with `fix`, say the statements that give every table a
+/// replica identity, and with `apply` run them on the source and check again.
+pub async fn run_and_fix(
+    task: &Task,
+    scopes: &[Scope],
+    fix: bool,
+    apply: bool,
+    say: &dyn Fn(&str),
+) -> crate::Result<Report> {
+    let failed = |e| crate::error::sql_error("checking", e);
+    let source = crate::conn::connect(&task.source).await?;
+    let target = match &task.target {
+        Some(t) => Some(crate::conn::connect(t).await?),
+        None => None,
+    };
+    let report = run(task, &source, target.as_ref(), scopes)
+        .await
+        .map_err(failed)?;
+    if !fix {
+        return Ok(report);
+    }
+    // Each missing-identity finding carries its fix statement.
+    let statements: Vec<String> = report
+        .findings
+        .iter()
+        .filter(|f| f.code == "replica-identity.missing")
+        .filter_map(|f| f.fix.clone())
+        .collect();
+    if statements.is_empty() {
+        say("-- every selected table has a replica identity: nothing to fix");
+        return Ok(report);
+    }
+    say(&format!(
+        "-- replica identity fixes for {} ({} table(s)):",
+        task.source.display(),
+        statements.len()
+    ));
+    for s in &statements {
+        say(s);
+    }
+    if !apply {
+        say("-- run them with: pgtransit check replica-identity --fix --apply");
+        return Ok(report);
+    }
+    apply_fixes(&source, &statements)
+        .await
+        .map_err(|e| crate::error::sql_error("fixing replica identities (on the source)", e))?;
+    say(&format!(
+        "-- applied {} statement(s); checking again\n",
+        statements.len()
+    ));
+    run(task, &source, target.as_ref(), scopes)
+        .await
+        .map_err(failed)
+}
+
 fn count(findings: &[Finding], s: Severity) -> usize {
     findings.iter().filter(|f| f.severity == s).count()
 }

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::catalog::pretty_bytes;
 
@@ -28,17 +28,21 @@ pub enum CopyEvent {
     },
     /// The change stream's state, every few seconds.
     Cdc(crate::stream::CdcMetrics),
-    /// Totals, every few seconds.
-    Progress {
-        units_done: usize,
-        units_total: usize,
-        rows: u64,
-        bytes: u64,
-        /// Of the planned table bytes, by units done.
-        percent: f64,
-        bytes_per_second: f64,
-        eta_seconds: Option<f64>,
-    },
+    /// Totals, every second.
+    Progress(CopyProgress),
+}
+
+/// The copy's totals so far.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CopyProgress {
+    pub units_done: usize,
+    pub units_total: usize,
+    pub rows: u64,
+    pub bytes: u64,
+    /// Of the planned table bytes, by units done.
+    pub percent: f64,
+    pub bytes_per_second: f64,
+    pub eta_seconds: Option<f64>,
 }
 
 pub type Events = Arc<dyn Fn(CopyEvent) + Send + Sync>;
@@ -81,7 +85,7 @@ impl fmt::Display for CopyEvent {
                     if *frozen { ", frozen" } else { "" }
                 )
             }
-            CopyEvent::Progress {
+            CopyEvent::Progress(CopyProgress {
                 units_done,
                 units_total,
                 rows,
@@ -89,7 +93,7 @@ impl fmt::Display for CopyEvent {
                 percent,
                 bytes_per_second,
                 eta_seconds,
-            } => {
+            }) => {
                 write!(
                     f,
                     "  ... {units_done}/{units_total} units, {rows} rows, {} copied, {percent:.0}% of the planned bytes, {}/s{}",

@@ -21,8 +21,11 @@ use crate::native::{self};
 use crate::quote;
 use crate::step::Session;
 
-pub use events::{message, CopyEvent, Events};
-pub use plan::Unit;
+mod shown;
+
+pub use events::{message, CopyEvent, CopyProgress, Events};
+pub use plan::{copy_by_table, TableCopy, Unit};
+pub use shown::plan_init_data;
 
 const PROGRESS_TABLE: &str = include_str!("sql/progress-table.sql");
 

@@ -11,7 +11,7 @@ use crate::native::{self};
 use crate::quote;
 use crate::step::Session;
 
-const COPY_UNITS: &str = include_str!("sql/copy-units.sql");
+pub(super) const COPY_UNITS: &str = include_str!("sql/copy-units.sql");
 const BLOCK: i64 = 8192;
 
 /// The unit that stands for every large object (logical replication does not carry them;
@@ -328,4 +328,48 @@ pub async fn restart_partial_tables(
         }
     }
     Ok(())
+}
+
+/// One table's copy as the bookkeeping on the target records it (`describe`).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TableCopy {
+    pub table: String,
+    pub units: i32,
+    pub done: i32,
+    pub rows: i64,
+}
+
+/// The copy's units per target table: how many, how many done, the rows they copied;
+/// nothing before the first copy made the bookkeeping table.
+pub async fn copy_by_table(
+    target: &tokio_postgres::Client,
+    task: &str,
+) -> Result<Vec<TableCopy>, tokio_postgres::Error> {
+    let exists: bool = target
+        .query_one(
+            "SELECT to_regclass('pgtransit.copy_progress') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let rows = target
+        .query(
+            "SELECT target_name, count(*)::int, count(*) FILTER (WHERE done)::int, \
+             coalesce(sum(rows_copied) FILTER (WHERE done), 0)::bigint \
+             FROM pgtransit.copy_progress WHERE task = $1 GROUP BY 1 ORDER BY 1",
+            &[&task],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| TableCopy {
+            table: r.get(0),
+            units: r.get(1),
+            done: r.get(2),
+            rows: r.get(3),
+        })
+        .collect())
 }

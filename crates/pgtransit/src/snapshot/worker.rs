@@ -101,7 +101,7 @@ pub async fn run(
             0.0
         };
         let elapsed = started.elapsed().as_secs_f64();
-        CopyEvent::Progress {
+        CopyEvent::Progress(super::events::CopyProgress {
             units_done: c.units.load(Ordering::Relaxed),
             units_total,
             rows: c.rows.load(Ordering::Relaxed),
@@ -109,7 +109,7 @@ pub async fn run(
             percent: fraction * 100.0,
             bytes_per_second: bytes as f64 / elapsed.max(0.001),
             eta_seconds: (fraction > 0.0).then(|| elapsed * (1.0 - fraction) / fraction),
-        }
+        })
     };
     let ticker = {
         let counters = counters.clone();

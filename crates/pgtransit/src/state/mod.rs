@@ -4,7 +4,10 @@
 //! No password is ever stored here: a password given in a URL goes to a `.pgpass`-format
 //! file under `secrets/`, which the task references (see [`secrets`]).
 
+mod names;
 pub mod secrets;
+
+pub use names::{Step, StepState, TaskStatus};
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -13,8 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
-/// The kbcli steps, in the order a worker runs them.
-pub const STEPS: [&str; 4] = ["precheck", "init-struct", "init-data", "cdc"];
+use crate::task::Engine;
 
 /// A SQLite failure is a `Failed` error of the library; a task that does not exist is
 /// `Usage`, a name taken `Refused`.
@@ -44,12 +46,11 @@ pub struct TaskRecord {
     pub name: String,
     /// The task in native YAML form, without any password.
     pub spec: String,
-    pub engine: String,
+    pub engine: Engine,
     /// Source and target as the user gave them, passwords masked.
     pub source: String,
     pub target: String,
-    /// created, running, stopped, failed, terminating.
-    pub status: String,
+    pub status: TaskStatus,
     pub reason: Option<String>,
     pub created_at: f64,
     pub updated_at: f64,
@@ -60,9 +61,8 @@ pub struct TaskRecord {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct StepRecord {
-    pub step: String,
-    /// pending, running, complete, failed, skipped.
-    pub status: String,
+    pub step: Step,
+    pub status: StepState,
     pub started_at: Option<f64>,
     pub finished_at: Option<f64>,
     pub reason: Option<String>,
@@ -74,6 +74,14 @@ pub struct LogLine {
     pub at: f64,
     pub step: String,
     pub line: String,
+}
+
+/// One sample of the apply's lag, kept for history.
+#[derive(Clone, Copy, Debug)]
+pub struct LagSample {
+    pub lag_bytes: i64,
+    pub lag_seconds: f64,
+    pub rows_per_second: f64,
 }
 
 /// Something `terminate` could not drop, and the SQL that drops it.
@@ -189,7 +197,7 @@ impl Store {
     }
 
     /// Record a new task with every step pending (or skipped when disabled).
-    pub fn create_task(&self, rec: &TaskRecord, enabled: &[(&str, bool)]) -> crate::Result<()> {
+    pub fn create_task(&self, rec: &TaskRecord, enabled: &[(Step, bool)]) -> crate::Result<()> {
         if self.task(&rec.name)?.is_some() {
             return Err(crate::Error::refused(format!(
                 "a task named {} already exists: pick another name, or `pgtransit terminate {}` first",
@@ -202,7 +210,7 @@ impl Store {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7, ?7)",
             params![rec.name, rec.spec, rec.engine, rec.source, rec.target, rec.status, rec.created_at],
         )?;
-        for (i, step) in STEPS.iter().enumerate() {
+        for (i, step) in Step::ALL.iter().enumerate() {
             let on = enabled.iter().find(|(s, _)| s == step).is_none_or(|e| e.1);
             tx.execute(
                 "INSERT INTO steps (task, step, ord, status) VALUES (?1, ?2, ?3, ?4)",
@@ -210,7 +218,11 @@ impl Store {
                     rec.name,
                     step,
                     i as i64,
-                    if on { "pending" } else { "skipped" }
+                    if on {
+                        StepState::Pending
+                    } else {
+                        StepState::Skipped
+                    }
                 ],
             )?;
         }
@@ -258,7 +270,12 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn set_status(&self, name: &str, status: &str, reason: Option<&str>) -> crate::Result<()> {
+    pub fn set_status(
+        &self,
+        name: &str,
+        status: TaskStatus,
+        reason: Option<&str>,
+    ) -> crate::Result<()> {
         self.conn.execute(
             "UPDATE tasks SET status = ?2, reason = ?3, updated_at = ?4 WHERE name = ?1",
             params![name, status, reason, now()],
@@ -299,15 +316,15 @@ impl Store {
     pub fn set_step(
         &self,
         name: &str,
-        step: &str,
-        status: &str,
+        step: Step,
+        status: StepState,
         reason: Option<&str>,
     ) -> crate::Result<()> {
         let t = now();
         let sql = match status {
-            "running" => "UPDATE steps SET status = ?3, reason = ?4, started_at = ?5, finished_at = NULL WHERE task = ?1 AND step = ?2",
-            "complete" | "failed" => "UPDATE steps SET status = ?3, reason = ?4, finished_at = ?5 WHERE task = ?1 AND step = ?2",
-            _ => "UPDATE steps SET status = ?3, reason = ?4 WHERE task = ?1 AND step = ?2 AND ?5 IS NOT NULL",
+            StepState::Running => "UPDATE steps SET status = ?3, reason = ?4, started_at = ?5, finished_at = NULL WHERE task = ?1 AND step = ?2",
+            StepState::Complete | StepState::Failed => "UPDATE steps SET status = ?3, reason = ?4, finished_at = ?5 WHERE task = ?1 AND step = ?2",
+            StepState::Pending | StepState::Skipped => "UPDATE steps SET status = ?3, reason = ?4 WHERE task = ?1 AND step = ?2 AND ?5 IS NOT NULL",
         };
         self.conn
             .execute(sql, params![name, step, status, reason, t])?;
@@ -338,31 +355,37 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The worker's latest metrics; a sample of the lag is kept for history.
-    pub fn put_metrics(&self, name: &str, m: &serde_json::Value) -> crate::Result<()> {
+    /// The worker's latest metrics (`migration::Metrics`), and a sample of the lag for
+    /// history.
+    pub fn put_metrics<T: Serialize>(
+        &self,
+        name: &str,
+        m: &T,
+        lag: Option<LagSample>,
+    ) -> crate::Result<()> {
         let t = now();
+        let json = serde_json::to_string(m)
+            .map_err(|e| crate::Error::failed(format!("task store: metrics: {e}")))?;
         self.conn.execute(
             "INSERT INTO metrics (task, at, json) VALUES (?1, ?2, ?3) \
              ON CONFLICT (task) DO UPDATE SET at = excluded.at, json = excluded.json",
-            params![name, t, m.to_string()],
+            params![name, t, json],
         )?;
-        if let Some(lag) = m.get("lag_bytes").and_then(|v| v.as_i64()) {
+        if let Some(l) = lag {
             self.conn.execute(
                 "INSERT INTO metric_samples (task, at, lag_bytes, lag_seconds, rows_per_second) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    name,
-                    t,
-                    lag,
-                    m.get("lag_seconds").and_then(|v| v.as_f64()),
-                    m.get("rows_per_second").and_then(|v| v.as_f64())
-                ],
+                params![name, t, l.lag_bytes, l.lag_seconds, l.rows_per_second],
             )?;
         }
         Ok(())
     }
 
-    /// The latest metrics and when they were published.
-    pub fn metrics(&self, name: &str) -> crate::Result<Option<(f64, serde_json::Value)>> {
+    /// The latest metrics and when they were published; None also when they do not read
+    /// as `T` (published by an older version).
+    pub fn metrics<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> crate::Result<Option<(f64, T)>> {
         let row: Option<(f64, String)> = self
             .conn
             .query_row(
@@ -464,17 +487,17 @@ mod tests {
         let rec = TaskRecord {
             name: "m1".into(),
             spec: "name: m1\n".into(),
-            engine: "stream".into(),
+            engine: Engine::Stream,
             source: "postgresql://a@h/db".into(),
             target: "postgresql://b@h/db".into(),
-            status: "created".into(),
+            status: TaskStatus::Created,
             reason: None,
             created_at: now(),
             updated_at: now(),
             pid: None,
             metrics_addr: None,
         };
-        s.create_task(&rec, &[("precheck", false)]).unwrap();
+        s.create_task(&rec, &[(Step::Precheck, false)]).unwrap();
         assert!(s.create_task(&rec, &[]).is_err(), "names are unique");
         let steps = s.steps("m1").unwrap();
         let states: Vec<(&str, &str)> = steps
@@ -490,18 +513,21 @@ mod tests {
                 ("cdc", "pending")
             ]
         );
-        s.set_step("m1", "init-struct", "running", None).unwrap();
-        s.set_step("m1", "init-struct", "complete", None).unwrap();
+        s.set_step("m1", Step::InitStruct, StepState::Running, None)
+            .unwrap();
+        s.set_step("m1", Step::InitStruct, StepState::Complete, None)
+            .unwrap();
         let st = &s.steps("m1").unwrap()[1];
-        assert_eq!(st.status, "complete");
+        assert_eq!(st.status, StepState::Complete);
         assert!(st.started_at.is_some() && st.finished_at.is_some());
         s.log("m1", "init-struct", "one").unwrap();
         s.log("m1", "cdc", "two").unwrap();
         assert_eq!(s.logs("m1", Some("cdc"), 0).unwrap()[0].line, "two");
         assert_eq!(s.logs("m1", None, 0).unwrap().len(), 2);
-        s.put_metrics("m1", &serde_json::json!({"lag_bytes": 5}))
+        s.put_metrics("m1", &serde_json::json!({"lag_bytes": 5}), None)
             .unwrap();
-        assert_eq!(s.metrics("m1").unwrap().unwrap().1["lag_bytes"], 5);
+        let m: serde_json::Value = s.metrics("m1").unwrap().unwrap().1;
+        assert_eq!(m["lag_bytes"], 5);
         let mode = std::fs::metadata(dir.path().join("tasks.db"))
             .unwrap()
             .permissions()

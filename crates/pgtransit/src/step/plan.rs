@@ -5,7 +5,8 @@ use std::fmt;
 use super::Side;
 
 /// One thing a step does.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
 pub enum Action {
     /// A read-only query whose answer decides what happens next (a guard, a state check).
     Inspect {
@@ -33,10 +34,41 @@ pub enum Action {
 }
 
 /// A step's actions.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Plan {
     pub step: &'static str,
     pub actions: Vec<Action>,
+}
+
+impl Action {
+    /// The same action on the other server: a reverse task's step, planned from its own
+    /// task, whose source is the forward task's target.
+    pub fn swap_sides(self) -> Action {
+        let swap = |s: Side| match s {
+            Side::Source => Side::Target,
+            Side::Target => Side::Source,
+            Side::Local => Side::Local,
+        };
+        match self {
+            Action::Inspect { side, why, sql } => Action::Inspect {
+                side: swap(side),
+                why,
+                sql,
+            },
+            Action::Generate { from, to, why, sql } => Action::Generate {
+                from: swap(from),
+                to: swap(to),
+                why,
+                sql,
+            },
+            Action::Execute { side, why, sql } => Action::Execute {
+                side: swap(side),
+                why,
+                sql,
+            },
+            p @ Action::Program { .. } => p,
+        }
+    }
 }
 
 impl fmt::Display for Plan {

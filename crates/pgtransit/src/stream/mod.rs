@@ -7,6 +7,7 @@
 
 mod apply;
 mod pipeline;
+mod shown;
 mod tables;
 mod text;
 
@@ -31,6 +32,7 @@ use crate::step::Session;
 use crate::task::OnMissingRow;
 
 pub use apply::Counts;
+pub use shown::plan_cdc;
 
 /// The walsender's side of conn::PINNED_TEXT_SETTINGS, which the apply session sets: the
 /// text pgoutput renders is read back as the same value, whatever either server's defaults
@@ -59,7 +61,7 @@ pub struct CdcOptions {
 }
 
 /// Where the change stream stands, published every few seconds while it runs.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct CdcMetrics {
     /// The position of the last change received from the slot.
     pub received_lsn: String,
@@ -80,6 +82,14 @@ pub struct CdcMetrics {
     /// UPDATEs and DELETEs that found no row on the target, let pass by `on_missing_row:
     /// log` (under `stop` the apply stops at the first).
     pub missing_rows: u64,
+    /// The native engine's subscription: tables streaming of all, and apply errors
+    /// counted by pg_stat_subscription_stats (15+).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables_streaming: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<i64>,
 }
 
 /// Unix seconds from PostgreSQL's microseconds since 2000-01-01.
@@ -464,6 +474,7 @@ impl Run {
             transactions_per_second: tps,
             rows_per_second: rps,
             missing_rows: self.applier.counts.not_found,
+            ..Default::default()
         }
     }
 }

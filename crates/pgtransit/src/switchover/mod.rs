@@ -14,14 +14,15 @@ use crate::native::{self};
 use crate::pgbouncer::Bouncer;
 use crate::quote;
 use crate::state::now;
-use crate::step::Session;
+use crate::step::{Action, Plan, Session};
 use crate::task::{Engine, Task};
 use crate::verify;
 
 pub mod write_fence;
 pub use write_fence::Revoked;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Fence {
     /// No application role can write to the source, whatever it sets for itself. A
     /// superuser migration role closes the database: new connections from any role but
@@ -51,13 +52,101 @@ impl Fence {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Reroute {
     /// Point pgbouncer's database entry at the target, RELOAD, RECONNECT, RESUME.
     Pgbouncer,
     /// A command run with PGTRANSIT_TARGET (the target, no password) in its environment.
     Hook(String),
     None,
+}
+
+/// `hook:COMMAND` of `--fence` and `--reroute`.
+const HOOK: &str = "hook:";
+
+impl std::str::FromStr for Fence {
+    type Err = Error;
+    fn from_str(v: &str) -> Result<Fence, Error> {
+        match v {
+            "readonly" => Ok(Fence::Readonly),
+            "pgbouncer" => Ok(Fence::Pgbouncer),
+            "pgbouncer+readonly" | "readonly+pgbouncer" => Ok(Fence::PgbouncerReadonly),
+            "none" => Ok(Fence::None),
+            h if h.starts_with(HOOK) => Ok(Fence::Hook(h[HOOK.len()..].to_string())),
+            other => Err(Error::usage(format!(
+                "--fence {other}: use readonly, pgbouncer, pgbouncer+readonly, none or hook:COMMAND"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Fence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fence::Readonly => f.write_str("readonly"),
+            Fence::Pgbouncer => f.write_str("pgbouncer"),
+            Fence::PgbouncerReadonly => f.write_str("pgbouncer+readonly"),
+            Fence::None => f.write_str("none"),
+            Fence::Hook(c) => write!(f, "{HOOK}{c}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Reroute {
+    type Err = Error;
+    fn from_str(v: &str) -> Result<Reroute, Error> {
+        match v {
+            "pgbouncer" => Ok(Reroute::Pgbouncer),
+            "none" => Ok(Reroute::None),
+            h if h.starts_with(HOOK) => Ok(Reroute::Hook(h[HOOK.len()..].to_string())),
+            other => Err(Error::usage(format!(
+                "--reroute {other}: use pgbouncer, none or hook:COMMAND"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Reroute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reroute::Pgbouncer => f.write_str("pgbouncer"),
+            Reroute::None => f.write_str("none"),
+            Reroute::Hook(c) => write!(f, "{HOOK}{c}"),
+        }
+    }
+}
+
+// The serde forms are the command line's (`try_from`/`into` String above): a recorded
+// switchover reads back as it was given.
+impl TryFrom<String> for Fence {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Fence, Error> {
+        s.parse()
+    }
+}
+impl From<Fence> for String {
+    fn from(f: Fence) -> String {
+        f.to_string()
+    }
+}
+impl TryFrom<String> for Reroute {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Reroute, Error> {
+        s.parse()
+    }
+}
+impl From<Reroute> for String {
+    fn from(r: Reroute) -> String {
+        r.to_string()
+    }
+}
+
+impl Fence {
+    /// Whether it needs pgbouncer's admin console.
+    pub fn uses_pgbouncer(&self) -> bool {
+        self.pauses_pgbouncer()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -689,92 +778,182 @@ async fn preconditions(s: &mut Session<'_>, o: &SwitchoverOptions) -> Result<(),
     Ok(())
 }
 
-/// What the switchover would do, for --dry-run.
-pub fn plan(task: &Task, o: &SwitchoverOptions) -> Vec<String> {
+/// What the switchover will do, for --dry-run: every phase's actions per side, with the
+/// SQL (pgbouncer's console and hooks as the commands they are).
+pub fn plan(task: &Task, o: &SwitchoverOptions) -> Plan {
     let db = task.source.dbname();
     let target = task
         .target
         .as_ref()
         .map(|t| t.display())
         .unwrap_or_default();
-    let mut v = vec![format!(
-        "[source] check the lag is under {} and (native) every table streams",
-        crate::catalog::pretty_bytes(o.max_lag_bytes)
-    )];
-    let pgb = |what: &str| match &o.bouncer {
+    let mut v = vec![Action::Inspect {
+        side: Side::Source,
+        why: format!(
+            "the lag must be under {} (the applied position read on the target: the origin, \
+             else the slot); the native engine also needs every table streaming",
+            crate::catalog::pretty_bytes(o.max_lag_bytes)
+        ),
+        sql: "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '<applied position>'::pg_lsn);"
+            .into(),
+    }];
+    let console = |what: &str| match &o.bouncer {
         Some(b) => format!(
-            "[pgbouncer {}] {what}",
-            b.admin.with_dbname("pgbouncer").display()
-        )
-        .replace("{db}", &b.database),
-        None => format!("[pgbouncer] {what} (needs --pgbouncer and --pgbouncer-config)"),
+            "psql {} -c {}",
+            quote::literal(&b.admin.with_dbname("pgbouncer").display()),
+            quote::literal(&what.replace("{db}", &b.database))
+        ),
+        None => format!("psql <pgbouncer admin console> -c {}", quote::literal(what)),
     };
     if o.fence.pauses_pgbouncer() {
-        v.push(pgb(&format!(
-            "PAUSE {{db}};  -- running transactions finish, new ones wait (at most {:.0} s)",
-            o.barrier_timeout.as_secs_f64()
-        )));
+        v.push(Action::Program {
+            why: format!(
+                "pgbouncer: running transactions finish, new ones wait (at most {:.0} s)",
+                o.barrier_timeout.as_secs_f64()
+            ),
+            command: console("PAUSE {db}"),
+        });
     }
     if o.fence.readonly() {
-        v.push(format!(
-            "[source] (migration role a superuser) ALTER DATABASE {} WITH CONNECTION LIMIT 0;  -- superusers only",
-            quote::ident(&db)
-        ));
-        v.push("[source] SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend';".into());
-        v.extend(write_fence::plan());
+        v.push(Action::Execute {
+            side: Side::Source,
+            why: "readonly fence, migration role a superuser: superusers only, the old limit recorded"
+                .into(),
+            sql: format!(
+                "ALTER DATABASE {} WITH CONNECTION LIMIT 0;\n\
+                 SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND pid <> pg_backend_pid() AND backend_type = 'client backend';",
+                quote::ident(&db)
+            ),
+        });
+        v.push(Action::Execute {
+            side: Side::Source,
+            why: "readonly fence, migration role not a superuser: the write privileges on the \
+                  replicated tables (their partitions and parents) taken from every other \
+                  grantee, recorded first; open writers waited out"
+                .into(),
+            sql: write_fence::plan().join("\n"),
+        });
     }
     match &o.fence {
-        Fence::Hook(c) => v.push(format!("[local] sh -c {}", lit(c))),
-        Fence::None => v.push("[source] no fence".into()),
+        Fence::Hook(c) => v.push(Action::Program {
+            why: "the fence hook".into(),
+            command: format!("sh -c {}", lit(c)),
+        }),
+        Fence::None => v.push(Action::Program {
+            why: "no fence: the application must have stopped writing".into(),
+            command: "true".into(),
+        }),
         _ => {}
     }
-    v.push(format!(
-        "[target] set every sequence from the source, shifted by {}",
-        o.seq_shift
-    ));
-    v.push("[source] SELECT pg_logical_emit_message(true, 'pgtransit', 'barrier');".into());
-    v.push(format!(
-        "[target] wait until the apply has passed that position (at most {:.0} s; else unfence and stop)",
-        o.barrier_timeout.as_secs_f64()
-    ));
+    v.extend(native::plan_copy_seq(task, o.seq_shift).actions);
+    v.push(Action::Execute {
+        side: Side::Source,
+        why: "the barrier: a transactional message after the last write".into(),
+        sql: "BEGIN; SELECT pg_logical_emit_message(true, 'pgtransit', 'barrier'); COMMIT;".into(),
+    });
+    v.push(Action::Inspect {
+        side: Side::Target,
+        why: format!(
+            "every 50 ms, at most {:.0} s (else the fence is lifted and the switchover stops): \
+             the applied position must pass the barrier",
+            o.barrier_timeout.as_secs_f64()
+        ),
+        sql: match task.engine {
+            Engine::Stream => format!(
+                "SELECT pg_replication_origin_progress({}, true);",
+                lit(&crate::stream::origin_name(task))
+            ),
+            Engine::Native => format!(
+                "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = {};  -- on the source",
+                lit(&task.slot)
+            ),
+        },
+    });
     if let Some(m) = o.verify {
-        v.push(format!("[both] verify --mode {m:?}").to_lowercase());
+        let sql = match m {
+            verify::Mode::Count => "SELECT count(*) FROM ONLY <table>;  -- every selected table, both sides at once",
+            verify::Mode::Checksum => "SELECT <key>, md5(<row as text>) FROM ONLY <table> ORDER BY <key>;  -- every selected table, both sides at once, merged in key order",
+        };
+        for side in [Side::Source, Side::Target] {
+            v.push(Action::Inspect {
+                side,
+                why: format!("verify ({m}): a difference aborts and lifts the fence"),
+                sql: sql.into(),
+            });
+        }
     }
     if let Some(rev) = &o.reverse {
-        v.push(format!(
-            "[target] create publication {} and {} for the reverse task {} (no copy: both sides are equal)",
-            quote::ident(&rev.publication),
-            match rev.engine {
-                Engine::Native => format!("[source] subscription {}", quote::ident(&rev.subscription)),
-                Engine::Stream => format!("slot {}", quote::ident(&rev.slot)),
-            },
-            rev.name
-        ));
+        v.extend(
+            native::plan_create_pub(rev)
+                .actions
+                .into_iter()
+                .map(|a| a.swap_sides()),
+        );
+        match rev.engine {
+            Engine::Native => v.extend(
+                native::plan_create_sub(rev)
+                    .actions
+                    .into_iter()
+                    .map(|a| a.swap_sides()),
+            ),
+            Engine::Stream => v.push(Action::Execute {
+                side: Side::Target,
+                why: format!(
+                    "(replication connection) the reverse task {}'s slot: the new primary's writes \
+                     from here on, no copy (both sides are equal)",
+                    rev.name
+                ),
+                sql: format!(
+                    "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput;",
+                    quote::ident(&rev.slot)
+                ),
+            }),
+        }
     }
     if let Some(reopen) = &o.unfence_target {
         let db = task.target.as_ref().map(|t| t.dbname()).unwrap_or_default();
-        v.push(format!(
-            "[target] {}  -- it takes the writes again",
-            reopen.sql(&db)
-        ));
+        v.push(Action::Execute {
+            side: Side::Target,
+            why: "the old source, fenced by the switchover, takes the writes again".into(),
+            sql: reopen.sql(&db),
+        });
     }
     match &o.reroute {
-        Reroute::Pgbouncer => v.push(pgb(&format!(
-            "point {{db}} at {target} in {}; RELOAD; RECONNECT {{db}}; RESUME {{db}};",
-            o.bouncer
-                .as_ref()
-                .map(|b| b.config.display().to_string())
-                .unwrap_or_default()
-        ))),
-        Reroute::Hook(c) => v.push(format!("[local] sh -c {} (PGTRANSIT_TARGET set)", lit(c))),
-        Reroute::None => v.push("[local] no reroute: point the application at the target".into()),
+        Reroute::Pgbouncer => {
+            v.push(Action::Program {
+                why: format!(
+                    "pgbouncer: point the entry at {target} in {}, then",
+                    o.bouncer
+                        .as_ref()
+                        .map(|b| b.config.display().to_string())
+                        .unwrap_or_else(|| "its config file".into())
+                ),
+                command: console("RELOAD; RECONNECT {db}; RESUME {db};"),
+            });
+        }
+        Reroute::Hook(c) => v.push(Action::Program {
+            why: "the reroute hook (PGTRANSIT_TARGET set to the target, no password)".into(),
+            command: format!("sh -c {}", lit(c)),
+        }),
+        Reroute::None => v.push(Action::Program {
+            why: "no reroute: point the application at the target".into(),
+            command: "true".into(),
+        }),
     }
-    v.push(
-        "[both] stop the worker; drop the subscription or slot, the publication and the origin"
-            .into(),
-    );
-    if o.reverse.is_some() {
-        v.push("[local] start the reverse task's worker".into());
+    v.push(Action::Program {
+        why: "stop the task's worker".into(),
+        command: format!("kill -TERM <worker of {}>", task.name),
+    });
+    v.extend(crate::terminate::plan(task).actions);
+    if let Some(rev) = &o.reverse {
+        v.push(Action::Program {
+            why: "start the reverse task's worker".into(),
+            command: format!("pgtransit start {}", rev.name),
+        });
     }
-    v
+    Plan {
+        step: "switchover",
+        actions: v,
+    }
 }

@@ -324,16 +324,15 @@ async fn write_grants_of(c: &Client, revoked: &[Revoked]) -> Result<Vec<Revoked>
 /// The statements the write fence runs, for --dry-run.
 pub fn plan() -> Vec<String> {
     vec![
-        "[source] (migration role not a superuser) REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON \
-         every replicated table, its partitions and parents FROM every other grantee CASCADE;  \
-         -- recorded, granted back by --undo or a rollback"
+        "REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON TABLE <each replicated table, its partitions \
+         and parents> FROM <every other grantee> CASCADE;  -- recorded first; --undo and rollback grant them back"
             .into(),
-        "[source] SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = \
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = \
          current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend' \
          AND usename = current_user;"
             .into(),
-        "[source] LOCK TABLE <those tables> IN SHARE MODE;  -- waits for the transactions \
-         that wrote before"
+        "BEGIN; SET LOCAL lock_timeout = '<ms>'; LOCK TABLE <those tables> IN SHARE MODE; COMMIT;  \
+         -- waits for the transactions that wrote before"
             .into(),
     ]
 }

@@ -17,14 +17,14 @@ pub use show::TaskView;
 
 use crate::conn::ConnSpec;
 
-/// Which engine moves the data (see DESIGN.md).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Engine {
-    /// pgtransit holds the slot, copies from its snapshot and applies the changes.
-    Stream,
-    /// PUBLICATION / SUBSCRIPTION on the servers (the Pigsty way).
-    Native,
+crate::named::named! {
+    /// Which engine moves the data (see DESIGN.md).
+    pub enum Engine {
+        /// pgtransit holds the slot, copies from its snapshot and applies the changes.
+        Stream = "stream",
+        /// PUBLICATION / SUBSCRIPTION on the servers (the Pigsty way).
+        Native = "native",
+    }
 }
 
 /// The (source, target) major version pairs the version-matrix suite
