@@ -3,7 +3,8 @@
 use clap::{Args, ValueEnum};
 use pgtransit::check::{self, Scope};
 
-use crate::{resolve_task, Failure, TaskArgs};
+use crate::{resolve_task, TaskArgs};
+use pgtransit::Error;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum ScopeArg {
@@ -46,15 +47,12 @@ fn scopes(arg: ScopeArg) -> Vec<Scope> {
     }
 }
 
-pub async fn run(args: CheckArgs) -> Result<u8, Failure> {
+pub async fn run(args: CheckArgs) -> Result<u8, Error> {
     let task = resolve_task(&args.task)?;
     let scopes = scopes(args.scope);
     let report = check::run_and_fix(&task, &scopes, args.fix, args.apply, &say(args.json)).await?;
     if args.json {
-        outln!(
-            "{}",
-            serde_json::to_string_pretty(&report).map_err(|e| Failure::other(e.to_string()))?
-        );
+        crate::out::json(&report)?;
     } else {
         out!(
             "{}",

@@ -26,6 +26,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use pgtransit::{Error, ErrorKind};
 
 #[derive(Parser)]
 #[command(
@@ -117,71 +118,14 @@ enum Command {
     Rollback(tasks::SwitchoverArgs),
 }
 
-/// An error for the user, with the exit code it maps to.
-#[derive(Debug)]
-pub struct Failure {
-    pub code: u8,
-    pub message: String,
-}
-
-impl Failure {
-    pub fn usage(message: impl Into<String>) -> Failure {
-        Failure {
-            code: 2,
-            message: message.into(),
-        }
-    }
-    /// Refused: it would overwrite or drop what is not pgtransit's (exit 4).
-    pub fn refused(message: impl Into<String>) -> Failure {
-        Failure {
-            code: 4,
-            message: message.into(),
-        }
-    }
-    pub fn other(message: impl Into<String>) -> Failure {
-        Failure {
-            code: 1,
-            message: message.into(),
-        }
-    }
-}
-
-/// The one place where the library's kinds of failure become exit codes.
-impl From<pgtransit::Error> for Failure {
-    fn from(e: pgtransit::Error) -> Self {
-        use pgtransit::ErrorKind;
-        let code = match e.kind {
-            ErrorKind::Usage | ErrorKind::Connect => 2,
-            ErrorKind::Failed | ErrorKind::Lost => 1,
-            ErrorKind::Differences => 3,
-            ErrorKind::Refused => 4,
-        };
-        Failure {
-            code,
-            message: e.message,
-        }
-    }
-}
-
-impl From<pgtransit::conn::ConnectError> for Failure {
-    fn from(e: pgtransit::conn::ConnectError) -> Self {
-        Failure::usage(e.to_string())
-    }
-}
-
-impl From<pgtransit::task::TaskFileError> for Failure {
-    fn from(e: pgtransit::task::TaskFileError) -> Self {
-        Failure::usage(e.to_string())
-    }
-}
-
-impl From<tokio_postgres::Error> for Failure {
-    fn from(e: tokio_postgres::Error) -> Self {
-        let msg = match e.as_db_error() {
-            Some(db) => format!("query failed: {} ({})", db.message(), db.code().code()),
-            None => format!("query failed: {e}"),
-        };
-        Failure::other(msg)
+/// The one place where the library's kinds of failure become exit codes (README: Exit
+/// codes).
+fn exit_code(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::Usage | ErrorKind::Connect => 2,
+        ErrorKind::Failed | ErrorKind::Lost => 1,
+        ErrorKind::Differences => 3,
+        ErrorKind::Refused => 4,
     }
 }
 
@@ -253,31 +197,18 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(code) => ExitCode::from(code),
-        Err(f) => {
-            eprintln!("error: {}", f.message);
-            ExitCode::from(f.code)
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            ExitCode::from(exit_code(e.kind))
         }
     }
 }
 
 /// Resolve the task from `-t FILE` or `--source/--target`.
-pub fn resolve_task(args: &TaskArgs) -> Result<pgtransit::task::Task, Failure> {
-    match (&args.task_file, &args.source) {
-        (Some(file), None) => {
-            let mut task = pgtransit::task::Task::load(file)?;
-            if let Some(t) = &args.target {
-                task.target = Some(
-                    pgtransit::conn::ConnSpec::parse(t)
-                        .map_err(|e| Failure::usage(format!("--target: {e}")))?,
-                );
-            }
-            Ok(task)
-        }
-        (None, Some(src)) => pgtransit::task::Task::from_urls("adhoc", src, args.target.as_deref())
-            .map_err(Failure::from),
-        (Some(_), Some(_)) => Err(Failure::usage("give either -t FILE or --source, not both")),
-        (None, None) => Err(Failure::usage(
-            "no task: give -t FILE (native or Pigsty task file) or --source URL [--target URL]",
-        )),
-    }
+pub fn resolve_task(args: &TaskArgs) -> Result<pgtransit::task::Task, Error> {
+    pgtransit::task::Task::resolve(
+        args.task_file.as_deref(),
+        args.source.as_deref(),
+        args.target.as_deref(),
+    )
 }

@@ -12,7 +12,8 @@ use pgtransit::schema::{SchemaOptions, Section};
 use pgtransit::step::{Plan, Session};
 use pgtransit::task::{OnMissingRow, Task};
 
-use crate::{resolve_task, Failure, TaskArgs};
+use crate::{resolve_task, TaskArgs};
+use pgtransit::Error;
 
 #[derive(Args)]
 pub struct StepArgs {
@@ -88,8 +89,17 @@ fn say(line: &str) {
     outln!("{line}");
 }
 
-fn dry_run(plan: Plan) -> Result<u8, Failure> {
-    out!("{plan}");
+fn dry_run(plan: Plan) -> Result<u8, Error> {
+    show_plan(plan, false)
+}
+
+/// A step's plan: text, or one JSON document.
+fn show_plan(plan: Plan, json: bool) -> Result<u8, Error> {
+    if json {
+        crate::out::json(&plan)?;
+    } else {
+        out!("{plan}");
+    }
     Ok(0)
 }
 
@@ -108,12 +118,12 @@ pub struct InitStructArgs {
 
 /// Stream engine: the schema without keys before the copy; after it, every index built
 /// by pgtransit in parallel (keys attached from unique indexes), resumable.
-pub async fn init_struct(a: InitStructArgs) -> Result<u8, Failure> {
+pub async fn init_struct(a: InitStructArgs) -> Result<u8, Error> {
     let jobs = a.index_jobs;
     schema_step(a.schema, "init-struct", Some(jobs)).await
 }
 
-pub async fn copy_schema(a: CopySchemaArgs) -> Result<u8, Failure> {
+pub async fn copy_schema(a: CopySchemaArgs) -> Result<u8, Error> {
     schema_step(a, "copy-schema", None).await
 }
 
@@ -122,7 +132,7 @@ async fn schema_step(
     a: CopySchemaArgs,
     step: &str,
     stream: Option<Option<usize>>,
-) -> Result<u8, Failure> {
+) -> Result<u8, Error> {
     let task = resolve_task(&a.step.task)?;
     let o = SchemaOptions {
         section: match a.section {
@@ -157,7 +167,7 @@ fn target_display(task: &Task) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-pub async fn create_pub(a: StepArgs) -> Result<u8, Failure> {
+pub async fn create_pub(a: StepArgs) -> Result<u8, Error> {
     let task = resolve_task(&a.task)?;
     if a.dry_run {
         return dry_run(native::plan_create_pub(&task));
@@ -167,7 +177,7 @@ pub async fn create_pub(a: StepArgs) -> Result<u8, Failure> {
     Ok(0)
 }
 
-pub async fn create_sub(a: StepArgs) -> Result<u8, Failure> {
+pub async fn create_sub(a: StepArgs) -> Result<u8, Error> {
     let task = resolve_task(&a.task)?;
     if a.dry_run {
         return dry_run(native::plan_create_sub(&task));
@@ -177,7 +187,7 @@ pub async fn create_sub(a: StepArgs) -> Result<u8, Failure> {
     Ok(0)
 }
 
-pub async fn refresh(a: StepArgs) -> Result<u8, Failure> {
+pub async fn refresh(a: StepArgs) -> Result<u8, Error> {
     let task = resolve_task(&a.task)?;
     if a.dry_run {
         return dry_run(native::plan_refresh(&task));
@@ -187,7 +197,7 @@ pub async fn refresh(a: StepArgs) -> Result<u8, Failure> {
     Ok(0)
 }
 
-pub async fn copy_seq(a: CopySeqArgs) -> Result<u8, Failure> {
+pub async fn copy_seq(a: CopySeqArgs) -> Result<u8, Error> {
     let task = resolve_task(&a.step.task)?;
     if a.step.dry_run {
         return dry_run(native::plan_copy_seq(&task, a.shift));
@@ -198,7 +208,7 @@ pub async fn copy_seq(a: CopySeqArgs) -> Result<u8, Failure> {
     Ok(0)
 }
 
-pub async fn drop_sub(a: StepArgs) -> Result<u8, Failure> {
+pub async fn drop_sub(a: StepArgs) -> Result<u8, Error> {
     let task = resolve_task(&a.task)?;
     if a.dry_run {
         return dry_run(native::plan_drop_sub(&task));
@@ -217,7 +227,7 @@ pub async fn drop_sub(a: StepArgs) -> Result<u8, Failure> {
     Ok(0)
 }
 
-pub async fn drop_pub(a: StepArgs) -> Result<u8, Failure> {
+pub async fn drop_pub(a: StepArgs) -> Result<u8, Error> {
     let task = resolve_task(&a.task)?;
     if a.dry_run {
         return dry_run(native::plan_drop_pub(&task));
@@ -227,7 +237,7 @@ pub async fn drop_pub(a: StepArgs) -> Result<u8, Failure> {
     Ok(0)
 }
 
-pub async fn progress(a: ProgressArgs) -> Result<u8, Failure> {
+pub async fn progress(a: ProgressArgs) -> Result<u8, Error> {
     let task = resolve_task(&a.step.task)?;
     if a.step.dry_run {
         return dry_run(native::plan_progress(&task));
@@ -239,13 +249,13 @@ pub async fn progress(a: ProgressArgs) -> Result<u8, Failure> {
         if a.json {
             outln!(
                 "{}",
-                serde_json::to_string(&p).map_err(|e| Failure::other(e.to_string()))?
+                serde_json::to_string(&p).map_err(|e| Error::failed(e.to_string()))?
             );
         } else {
             out!("{}", render_progress(&p));
         }
         if !p.subscription_exists && a.wait.is_none() {
-            return Err(Failure::other(format!(
+            return Err(Error::failed(format!(
                 "subscription {} does not exist on the target: run create-sub first",
                 task.subscription
             )));
@@ -255,7 +265,7 @@ pub async fn progress(a: ProgressArgs) -> Result<u8, Failure> {
                 return Ok(0);
             }
             if start.elapsed() >= Duration::from_secs(limit) {
-                return Err(Failure::other(format!(
+                return Err(Error::failed(format!(
                     "not every table is streaming after {limit}s ({}/{} streaming)",
                     p.streaming, p.total
                 )));
@@ -309,17 +319,14 @@ fn render_progress(p: &native::Progress) -> String {
     out
 }
 
-pub async fn diff(a: DiffArgs) -> Result<u8, Failure> {
+pub async fn diff(a: DiffArgs) -> Result<u8, Error> {
     let task = resolve_task(&a.step.task)?;
     if a.step.dry_run {
         return dry_run(native::plan_diff(&task));
     }
     let report = native::diff(&mut session(&task), Duration::from_secs(a.wait)).await?;
     if a.json {
-        outln!(
-            "{}",
-            serde_json::to_string_pretty(&report).map_err(|e| Failure::other(e.to_string()))?
-        );
+        crate::out::json(&report)?;
     } else {
         print_diff_rows(&report, "");
         outln!(
@@ -344,7 +351,7 @@ pub struct GenerateArgs {
     pub force: bool,
 }
 
-pub fn generate(a: GenerateArgs) -> Result<u8, Failure> {
+pub fn generate(a: GenerateArgs) -> Result<u8, Error> {
     let task = Task::load(&a.task_file)?;
     let dir = a
         .dir
@@ -393,7 +400,7 @@ pub struct InitDataArgs {
 }
 
 /// Stream engine: the initial copy from the slot's exported snapshot; rerun to resume.
-pub async fn init_data(a: InitDataArgs) -> Result<u8, Failure> {
+pub async fn init_data(a: InitDataArgs) -> Result<u8, Error> {
     let task = resolve_task(&a.task)?;
     let o = pgtransit::snapshot::CopyOptions {
         table_jobs: a.table_jobs.unwrap_or(task.table_jobs as usize),
@@ -401,7 +408,7 @@ pub async fn init_data(a: InitDataArgs) -> Result<u8, Failure> {
         force: a.force,
     };
     if a.dry_run {
-        return dry_run(pgtransit::snapshot::plan_init_data(&task, &o));
+        return show_plan(pgtransit::snapshot::plan_init_data(&task, &o), a.json);
     }
     let json = a.json;
     let events = event_printer(json);
@@ -450,14 +457,14 @@ pub struct CdcArgs {
 }
 
 /// Stream engine: read the slot and apply the changes to the target.
-pub async fn cdc(a: CdcArgs) -> Result<u8, Failure> {
+pub async fn cdc(a: CdcArgs) -> Result<u8, Error> {
     use pgtransit::stream::{CdcOptions, Until};
     let mut task = resolve_task(&a.task)?;
     if let Some(m) = a.on_missing_row {
         task.on_missing_row = m;
     }
     if a.dry_run {
-        return dry_run(pgtransit::stream::plan_cdc(&task));
+        return show_plan(pgtransit::stream::plan_cdc(&task), a.json);
     }
     let until = match a.until.as_deref() {
         None => Until::Stopped,
@@ -465,24 +472,10 @@ pub async fn cdc(a: CdcArgs) -> Result<u8, Failure> {
         Some(l) => Until::Lsn(
             l.parse::<tokio_postgres::types::PgLsn>()
                 .map(u64::from)
-                .map_err(|_| Failure::usage(format!("--until: not an LSN: {l}")))?,
+                .map_err(|_| Error::usage(format!("--until: not an LSN: {l}")))?,
         ),
     };
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let Ok(mut term) = signal(SignalKind::terminate()) else {
-                return;
-            };
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        });
-    }
+    let stop = crate::tasks::stop_on_signals();
     let json = a.json;
     let events = event_printer(json);
     let sink = events.clone();
@@ -506,11 +499,11 @@ pub async fn cdc(a: CdcArgs) -> Result<u8, Failure> {
 }
 
 /// The last JSON line of a step run with --json: its report.
-fn print_done(report: &impl serde::Serialize) -> Result<(), Failure> {
+fn print_done(report: &impl serde::Serialize) -> Result<(), Error> {
     let done = serde_json::json!({ "event": "done", "report": report });
     outln!(
         "{}",
-        serde_json::to_string(&done).map_err(|e| Failure::other(e.to_string()))?
+        serde_json::to_string(&done).map_err(|e| Error::failed(e.to_string()))?
     );
     Ok(())
 }

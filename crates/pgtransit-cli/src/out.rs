@@ -21,6 +21,14 @@ pub fn write(args: fmt::Arguments<'_>, newline: bool) {
     }
 }
 
+/// `v` as pretty JSON on stdout: the whole output of a command run with `--json`.
+pub fn json(v: &impl serde::Serialize) -> Result<(), pgtransit::Error> {
+    let text = serde_json::to_string_pretty(v)
+        .map_err(|e| pgtransit::Error::failed(format!("rendering JSON: {e}")))?;
+    write(format_args!("{text}"), true);
+    Ok(())
+}
+
 /// `println!` that ends quietly on a closed pipe.
 macro_rules! outln {
     () => {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use pgtransit::task::{Task, TaskView};
 
-use crate::Failure;
+use pgtransit::Error;
 
 #[derive(Subcommand)]
 pub enum TaskCommand {
@@ -22,7 +22,7 @@ pub enum TaskCommand {
     },
 }
 
-pub fn run(cmd: TaskCommand) -> Result<u8, Failure> {
+pub fn run(cmd: TaskCommand) -> Result<u8, Error> {
     match cmd {
         TaskCommand::Show {
             task_file,
@@ -32,11 +32,7 @@ pub fn run(cmd: TaskCommand) -> Result<u8, Failure> {
             let task = Task::load(&task_file)?;
             let view = TaskView::of(&task);
             if json {
-                outln!(
-                    "{}",
-                    serde_json::to_string_pretty(&view)
-                        .map_err(|e| Failure::other(e.to_string()))?
-                );
+                crate::out::json(&view)?;
             } else if native {
                 out!("{}", pgtransit::task::to_native_yaml(&task));
             } else {

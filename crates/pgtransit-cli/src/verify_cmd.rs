@@ -3,7 +3,8 @@
 use clap::{Args, ValueEnum};
 use pgtransit::verify::{self, Mode, VerifyOptions};
 
-use crate::{resolve_task, Failure, TaskArgs};
+use crate::{resolve_task, TaskArgs};
+use pgtransit::Error;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum ModeArg {
@@ -38,7 +39,7 @@ pub struct VerifyArgs {
 }
 
 /// The task from the store by name, or from -t / --source --target.
-fn task(a: &VerifyArgs) -> Result<pgtransit::task::Task, Failure> {
+fn task(a: &VerifyArgs) -> Result<pgtransit::task::Task, Error> {
     match &a.name {
         Some(name) => {
             let store = pgtransit::state::Store::open()?;
@@ -49,7 +50,7 @@ fn task(a: &VerifyArgs) -> Result<pgtransit::task::Task, Failure> {
     }
 }
 
-pub async fn run(a: VerifyArgs) -> Result<u8, Failure> {
+pub async fn run(a: VerifyArgs) -> Result<u8, Error> {
     let task = task(&a)?;
     let o = VerifyOptions {
         mode: match a.mode {
@@ -103,10 +104,7 @@ pub async fn run(a: VerifyArgs) -> Result<u8, Failure> {
     }
     let r = r?;
     if json {
-        outln!(
-            "{}",
-            serde_json::to_string_pretty(&r).map_err(|e| Failure::other(e.to_string()))?
-        );
+        crate::out::json(&r)?;
     } else {
         for t in r.tables.iter().filter(|t| !t.pass) {
             for (label, keys) in [

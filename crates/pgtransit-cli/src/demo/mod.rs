@@ -11,7 +11,8 @@ use pgsandbox::{Builder, Cluster};
 use pgtransit::check::Scope;
 use pgtransit::task::{ObjectPattern, Task};
 
-use crate::{check_cmd, Failure};
+use crate::check_cmd;
+use pgtransit::Error;
 
 /// The sample database, loaded into the source.
 pub const SAMPLE_SQL: &str = include_str!("sample.sql");
@@ -41,10 +42,10 @@ enum EngineArg {
 
 /// Source and target sandboxes with the sample database loaded on the source and an empty
 /// database of the same name on the target, which lacks the pg_trgm extension.
-pub fn start_clusters(db: &str) -> Result<(Cluster, Cluster), Failure> {
+pub fn start_clusters(db: &str) -> Result<(Cluster, Cluster), Error> {
     let sandbox = |b: Builder, what: &str| {
         b.start()
-            .map_err(|e| Failure::other(format!("starting the {what} sandbox: {e}")))
+            .map_err(|e| Error::failed(format!("starting the {what} sandbox: {e}")))
     };
     let password = format!("demo-{}-{}", std::process::id(), nanos());
     let source = sandbox(Builder::new().password(&password), "source")?;
@@ -56,31 +57,31 @@ pub fn start_clusters(db: &str) -> Result<(Cluster, Cluster), Failure> {
     )?;
     for c in [&source, &target] {
         c.create_database(db)
-            .map_err(|e| Failure::other(e.to_string()))?;
+            .map_err(|e| Error::failed(e.to_string()))?;
     }
     source
         .psql(db, SAMPLE_SQL)
-        .map_err(|e| Failure::other(format!("loading the sample database: {e}")))?;
+        .map_err(|e| Error::failed(format!("loading the sample database: {e}")))?;
     Ok((source, target))
 }
 
 const HARD_SQL: &str = include_str!("hard.sql");
 const WORKLOAD_SQL: &str = include_str!("workload.sql");
 
-fn failure(what: &str) -> impl Fn(pgsandbox::Error) -> Failure + '_ {
-    move |e| Failure::other(format!("{what}: {e}"))
+fn failure(what: &str) -> impl Fn(pgsandbox::Error) -> Error + '_ {
+    move |e| Error::failed(format!("{what}: {e}"))
 }
 
 /// pgbench's tables at `scale` (with foreign keys) and the hard schema, on the source.
-fn load_source(source: &Cluster, db: &str, scale: u32) -> Result<(), Failure> {
+fn load_source(source: &Cluster, db: &str, scale: u32) -> Result<(), Error> {
     let init = std::process::Command::new(source.client_program("pgbench"))
         .args(["-i", "-s", &scale.to_string(), "-q", "--foreign-keys", "-h"])
         .arg(source.socket_dir())
         .args(["-p", &source.port().to_string(), "-U", "postgres", db])
         .output()
-        .map_err(|e| Failure::other(format!("running pgbench -i: {e}")))?;
+        .map_err(|e| Error::failed(format!("running pgbench -i: {e}")))?;
     if !init.status.success() {
-        return Err(Failure::other(format!(
+        return Err(Error::failed(format!(
             "pgbench -i failed: {}",
             String::from_utf8_lossy(&init.stderr).trim()
         )));
@@ -98,7 +99,7 @@ pub(crate) fn nanos() -> u32 {
         .unwrap_or(0)
 }
 
-pub async fn run(args: DemoArgs) -> Result<u8, Failure> {
+pub async fn run(args: DemoArgs) -> Result<u8, Error> {
     if args.problems {
         return problems(args).await;
     }
@@ -112,7 +113,7 @@ pub async fn run(args: DemoArgs) -> Result<u8, Failure> {
     .await
 }
 
-async fn problems(args: DemoArgs) -> Result<u8, Failure> {
+async fn problems(args: DemoArgs) -> Result<u8, Error> {
     let say = |s: &str| {
         if !args.json {
             outln!("{s}")
@@ -134,10 +135,7 @@ async fn problems(args: DemoArgs) -> Result<u8, Failure> {
         pgtransit::check::run_and_fix(&task, &Scope::ALL, false, false, &check_cmd::say(args.json))
             .await?;
     if args.json {
-        outln!(
-            "{}",
-            serde_json::to_string_pretty(&report).map_err(|e| Failure::other(e.to_string()))?
-        );
+        crate::out::json(&report)?;
         return Ok(0);
     }
     out!("{}", pgtransit::check::render_text(&report, true));

@@ -11,7 +11,8 @@ use pgtransit::schema::{SchemaOptions, Section};
 use pgtransit::step::Session;
 use pgtransit::task::{Engine, Task};
 
-use crate::{check_cmd, Failure};
+use crate::check_cmd;
+use pgtransit::Error;
 
 use super::{failure, WORKLOAD_SQL};
 const DB: &str = "shop";
@@ -47,7 +48,7 @@ impl Drop for Load {
     }
 }
 
-pub async fn run() -> Result<u8, Failure> {
+pub async fn run() -> Result<u8, Error> {
     outln!("pgtransit demo (native engine): two PostgreSQL sandboxes, pgbench tables plus a hard schema,");
     outln!("a live pgbench workload, and the Pigsty migration flow on PUBLICATION / SUBSCRIPTION.");
     let password = format!("demo-{}-{}", std::process::id(), super::nanos());
@@ -78,7 +79,7 @@ pub async fn run() -> Result<u8, Failure> {
         "host=127.0.0.1 port={} dbname={DB} user=postgres password={password}",
         source.port()
     );
-    let dir = tempfile::tempdir().map_err(|e| Failure::other(e.to_string()))?;
+    let dir = tempfile::tempdir().map_err(|e| Error::failed(e.to_string()))?;
     let ctx = dir.path().join("demo");
     pgtransit::generate::generate(&task, std::path::Path::new("(demo task)"), &ctx)?;
     outln!("\n$ pgtransit generate   # the same flow as scripts: {}/ (README.md, copy-schema, create-pub, ...)", ctx.display());
@@ -95,7 +96,7 @@ pub async fn run() -> Result<u8, Failure> {
     done(t);
 
     let script = dir.path().join("workload.sql");
-    std::fs::write(&script, WORKLOAD_SQL).map_err(|e| Failure::other(e.to_string()))?;
+    std::fs::write(&script, WORKLOAD_SQL).map_err(|e| Error::failed(e.to_string()))?;
     let load = Load(
         pgbench(
             &source,
@@ -114,7 +115,7 @@ pub async fn run() -> Result<u8, Failure> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| Failure::other(format!("starting pgbench: {e}")))?,
+        .map_err(|e| Error::failed(format!("starting pgbench: {e}")))?,
     );
     outln!("\n  pgbench is now writing to the source (tpcb-like plus inserts, updates and deletes on the hard tables)");
 
@@ -156,7 +157,7 @@ pub async fn run() -> Result<u8, Failure> {
             p.percent
         );
         if t.elapsed() > Duration::from_secs(300) {
-            return Err(Failure::other("the initial sync did not finish in 300 s"));
+            return Err(Error::failed("the initial sync did not finish in 300 s"));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use pgsandbox::{Builder, Cluster, Pgbouncer};
 
-use crate::Failure;
+use pgtransit::state::{Step, StepState, TaskStatus};
+use pgtransit::Error;
 
 use super::{failure, WORKLOAD_SQL};
 const DB: &str = "shop";
@@ -36,15 +37,15 @@ fn pgtransit(home: &Path, args: &[&str]) -> Command {
 }
 
 /// Show the command, run it with its output on the terminal.
-fn run_shown(home: &Path, args: &[&str]) -> Result<(), Failure> {
+fn run_shown(home: &Path, args: &[&str]) -> Result<(), Error> {
     outln!("\n$ pgtransit {}", args.join(" "));
     let t = Instant::now();
     let status = pgtransit(home, args)
         .status()
-        .map_err(|e| Failure::other(format!("running pgtransit: {e}")))?;
+        .map_err(|e| Error::failed(format!("running pgtransit: {e}")))?;
     outln!("  ({:.1} s)", t.elapsed().as_secs_f64());
     if !status.success() {
-        return Err(Failure::other(format!(
+        return Err(Error::failed(format!(
             "`pgtransit {}` failed ({status})",
             args.join(" ")
         )));
@@ -52,12 +53,12 @@ fn run_shown(home: &Path, args: &[&str]) -> Result<(), Failure> {
     Ok(())
 }
 
-fn describe(home: &Path) -> Result<serde_json::Value, Failure> {
+fn describe(home: &Path) -> Result<serde_json::Value, Error> {
     let o = pgtransit(home, &["describe", TASK, "--json"])
         .output()
-        .map_err(|e| Failure::other(format!("running pgtransit describe: {e}")))?;
+        .map_err(|e| Error::failed(format!("running pgtransit describe: {e}")))?;
     serde_json::from_slice(&o.stdout).map_err(|e| {
-        Failure::other(format!(
+        Error::failed(format!(
             "describe: {e}: {}",
             String::from_utf8_lossy(&o.stderr)
         ))
@@ -65,7 +66,7 @@ fn describe(home: &Path) -> Result<serde_json::Value, Failure> {
 }
 
 /// Wait until the task streams, printing each step as it starts and the copy's progress.
-fn wait_for_cdc(home: &Path) -> Result<(), Failure> {
+fn wait_for_cdc(home: &Path) -> Result<(), Error> {
     let t = Instant::now();
     let mut seen = String::new();
     // On a terminal, the copy's totals as a bar (from describe's metrics), the step lines
@@ -84,7 +85,7 @@ fn wait_for_cdc_with(
     t: Instant,
     seen: &mut String,
     bar: Option<&crate::progress::CopyBar>,
-) -> Result<(), Failure> {
+) -> Result<(), Error> {
     loop {
         let d = describe(home)?;
         if let Some(b) = bar {
@@ -124,12 +125,12 @@ fn wait_for_cdc_with(
         }
         if steps
             .iter()
-            .any(|s| s["step"] == "cdc" && s["status"] == "running")
+            .any(|s| s["step"] == Step::Cdc.as_str() && s["status"] == StepState::Running.as_str())
         {
             return Ok(());
         }
-        if d["status"] == "failed" || t.elapsed() > Duration::from_secs(120) {
-            return Err(Failure::other(format!(
+        if d["status"] == TaskStatus::Failed.as_str() || t.elapsed() > Duration::from_secs(120) {
+            return Err(Error::failed(format!(
                 "the task did not reach cdc: {}",
                 d["reason"].as_str().unwrap_or("(no reason)")
             )));
@@ -175,7 +176,7 @@ fn client_log(path: &Path) -> ClientLog {
     }
 }
 
-pub async fn run(engine: &str) -> Result<u8, Failure> {
+pub async fn run(engine: &str) -> Result<u8, Error> {
     let started = Instant::now();
     outln!(
         "pgtransit demo ({engine} engine): two PostgreSQL sandboxes, a pgbouncer in front of the source, pgbench\n\
@@ -216,10 +217,10 @@ pub async fn run(engine: &str) -> Result<u8, Failure> {
         ),
     }
 
-    let home = tempfile::tempdir().map_err(|e| Failure::other(e.to_string()))?;
+    let home = tempfile::tempdir().map_err(|e| Error::failed(e.to_string()))?;
     let h = home.path();
     let script = h.join("workload.sql");
-    std::fs::write(&script, WORKLOAD_SQL).map_err(|e| Failure::other(e.to_string()))?;
+    std::fs::write(&script, WORKLOAD_SQL).map_err(|e| Error::failed(e.to_string()))?;
     let client_errors = h.join("pgbench.log");
     let (host, port) = match &bouncer {
         Some(b) => ("127.0.0.1".to_string(), b.port()),
@@ -243,10 +244,10 @@ pub async fn run(engine: &str) -> Result<u8, Failure> {
             .args(["-h", &host, "-p", &port.to_string(), "-U", "postgres", DB])
             .stdout(Stdio::null())
             .stderr(
-                std::fs::File::create(&client_errors).map_err(|e| Failure::other(e.to_string()))?,
+                std::fs::File::create(&client_errors).map_err(|e| Error::failed(e.to_string()))?,
             )
             .spawn()
-            .map_err(|e| Failure::other(format!("starting pgbench: {e}")))?,
+            .map_err(|e| Error::failed(format!("starting pgbench: {e}")))?,
     );
     outln!(
         "  pgbench: 4 clients, tpcb-like plus inserts, updates and deletes on the hard tables\n"

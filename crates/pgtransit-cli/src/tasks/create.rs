@@ -5,9 +5,9 @@ use pgtransit::migration::{self, CreateRequest};
 use pgtransit::state::Store;
 
 use super::{json_out, CreateArgs};
-use crate::Failure;
+use pgtransit::Error;
 
-pub async fn create(a: CreateArgs) -> Result<u8, Failure> {
+pub async fn create(a: CreateArgs) -> Result<u8, Error> {
     let req = CreateRequest {
         name: a.name.clone(),
         task_file: a.task_file,
@@ -53,12 +53,8 @@ pub async fn create(a: CreateArgs) -> Result<u8, Failure> {
 }
 
 /// Start `pgtransit run NAME` detached and say so.
-pub async fn start_worker(
-    name: &str,
-    metrics_addr: Option<&str>,
-    json: bool,
-) -> Result<u8, Failure> {
-    let exe = std::env::current_exe().map_err(|e| Failure::other(e.to_string()))?;
+pub async fn start_worker(name: &str, metrics_addr: Option<&str>, json: bool) -> Result<u8, Error> {
+    let exe = std::env::current_exe().map_err(|e| Error::failed(e.to_string()))?;
     let w = migration::spawn_worker(&exe, name, metrics_addr).await?;
     if json {
         json_out(

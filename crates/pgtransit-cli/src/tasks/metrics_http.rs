@@ -14,7 +14,7 @@ use pgtransit::stream::CdcMetrics;
 use pgtransit::task::Engine;
 use serde::Serialize;
 
-use crate::Failure;
+use pgtransit::Error;
 
 /// The task's state as `/status` serves it.
 #[derive(Clone, Serialize)]
@@ -60,12 +60,12 @@ impl Status {
 }
 
 /// Bind `addr` and serve; the address actually bound (port 0 picks a free one).
-pub async fn serve(addr: &str, status: Arc<Mutex<Status>>) -> Result<String, Failure> {
+pub async fn serve(addr: &str, status: Arc<Mutex<Status>>) -> Result<String, Error> {
     let handle: PrometheusHandle = PrometheusBuilder::new()
         .install_recorder()
-        .map_err(|e| Failure::other(format!("cannot set up the metrics recorder: {e}")))?;
+        .map_err(|e| Error::failed(format!("cannot set up the metrics recorder: {e}")))?;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        Failure::usage(format!(
+        Error::usage(format!(
             "--metrics-addr {addr}: cannot listen there ({e}); give a free HOST:PORT"
         ))
     })?;

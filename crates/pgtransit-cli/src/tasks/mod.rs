@@ -17,12 +17,14 @@ use pgtransit::switchover::{Fence, Reroute};
 use pgtransit::task::{Engine, OnMissingRow};
 use pgtransit::verify::VerifyChoice;
 
-use crate::Failure;
+use pgtransit::Error;
 
+use crate::out::json as json_out;
 pub use create::create;
 pub use show::{describe, list, logs, templates};
 pub use switchover::{rollback, run as switchover};
 pub use terminate::terminate;
+pub use worker::stop_on_signals;
 
 #[derive(Args)]
 pub struct CreateArgs {
@@ -173,19 +175,11 @@ pub struct SwitchoverFlags {
 }
 
 /// `pgtransit run NAME`: the worker in the foreground.
-pub async fn run(a: WorkerArgs) -> Result<u8, Failure> {
+pub async fn run(a: WorkerArgs) -> Result<u8, Error> {
     worker::run(&a.name, a.metrics_addr, a.json).await
 }
 
 /// `pgtransit start NAME`: the worker detached.
-pub async fn start(a: WorkerArgs) -> Result<u8, Failure> {
+pub async fn start(a: WorkerArgs) -> Result<u8, Error> {
     create::start_worker(&a.name, a.metrics_addr.as_deref(), a.json).await
-}
-
-fn json_out(v: &impl serde::Serialize) -> Result<(), Failure> {
-    outln!(
-        "{}",
-        serde_json::to_string_pretty(v).map_err(|e| Failure::other(e.to_string()))?
-    );
-    Ok(())
 }

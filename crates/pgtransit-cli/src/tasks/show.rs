@@ -10,7 +10,7 @@ use pgtransit::migration::{alive, Metrics, TEMPLATES};
 use pgtransit::state::{self, Store, TaskStatus};
 
 use super::{json_out, ListArgs, LogsArgs, NameArgs};
-use crate::Failure;
+use pgtransit::Error;
 
 fn age(since: f64) -> String {
     let s = (state::now() - since).max(0.0) as u64;
@@ -29,7 +29,7 @@ fn table(header: &[&str]) -> Table {
     t
 }
 
-pub fn list(a: ListArgs) -> Result<u8, Failure> {
+pub fn list(a: ListArgs) -> Result<u8, Error> {
     let store = Store::open()?;
     let rows = status::list(&store)?;
     let cdc = |r: &status::ListRow| r.metrics.as_ref().and_then(Metrics::cdc).cloned();
@@ -92,7 +92,7 @@ pub fn list(a: ListArgs) -> Result<u8, Failure> {
     Ok(0)
 }
 
-pub async fn describe(a: NameArgs) -> Result<u8, Failure> {
+pub async fn describe(a: NameArgs) -> Result<u8, Error> {
     let d = status::describe(&a.name).await?;
     if a.json {
         json_out(&d.to_json())?;
@@ -222,7 +222,7 @@ fn print_metrics(at: f64, m: &Metrics, worker_running: bool) {
     }
 }
 
-pub async fn logs(a: LogsArgs) -> Result<u8, Failure> {
+pub async fn logs(a: LogsArgs) -> Result<u8, Error> {
     let store = Store::open()?;
     store.existing(&a.name)?;
     let step = a.step.map(|s| s.as_str());
@@ -257,7 +257,7 @@ pub async fn logs(a: LogsArgs) -> Result<u8, Failure> {
     }
 }
 
-pub fn templates(a: ListArgs) -> Result<u8, Failure> {
+pub fn templates(a: ListArgs) -> Result<u8, Error> {
     // What each engine needs of the servers (see the README).
     let versions = "10 - 18";
     let tested: Vec<String> = pgtransit::task::TESTED_PAIRS

@@ -8,9 +8,9 @@ use pgtransit::migration::switchover::{Mode, Say};
 use pgtransit::migration::{self, Outcome, SwitchoverChoices, SwitchoverRequest};
 
 use super::{json_out, SwitchoverArgs};
-use crate::Failure;
+use pgtransit::Error;
 
-fn request(a: &SwitchoverArgs) -> Result<SwitchoverRequest, Failure> {
+fn request(a: &SwitchoverArgs) -> Result<SwitchoverRequest, Error> {
     let f = a.flags.clone();
     Ok(SwitchoverRequest {
         name: a.name.clone(),
@@ -31,7 +31,7 @@ fn request(a: &SwitchoverArgs) -> Result<SwitchoverRequest, Failure> {
             (false, true) => Mode::Undo,
             (false, false) => Mode::Run,
         },
-        exe: std::env::current_exe().map_err(|e| Failure::other(e.to_string()))?,
+        exe: std::env::current_exe().map_err(|e| Error::failed(e.to_string()))?,
     })
 }
 
@@ -44,17 +44,17 @@ fn say(json: bool) -> Say {
     })
 }
 
-pub async fn run(a: SwitchoverArgs) -> Result<u8, Failure> {
+pub async fn run(a: SwitchoverArgs) -> Result<u8, Error> {
     let out = migration::switchover(request(&a)?, say(a.json)).await?;
     render(out, a.json)
 }
 
-pub async fn rollback(a: SwitchoverArgs) -> Result<u8, Failure> {
+pub async fn rollback(a: SwitchoverArgs) -> Result<u8, Error> {
     let out = migration::rollback(request(&a)?, say(a.json)).await?;
     render(out, a.json)
 }
 
-fn render(out: Outcome, json: bool) -> Result<u8, Failure> {
+fn render(out: Outcome, json: bool) -> Result<u8, Error> {
     match out {
         Outcome::Planned(plan) if json => json_out(&plan)?,
         Outcome::Planned(plan) => out!("{plan}"),

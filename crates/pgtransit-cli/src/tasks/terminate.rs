@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use super::{json_out, TerminateArgs};
-use crate::Failure;
+use pgtransit::Error;
 
-pub async fn terminate(a: TerminateArgs) -> Result<u8, Failure> {
+pub async fn terminate(a: TerminateArgs) -> Result<u8, Error> {
     if a.dry_run {
         let plan = pgtransit::migration::terminate::plan(&a.name)?;
         if a.json {

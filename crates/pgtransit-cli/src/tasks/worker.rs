@@ -10,7 +10,7 @@ use pgtransit::migration::{worker, Metrics, WorkerSink};
 use pgtransit::state::{Step, StepState};
 
 use super::metrics_http::{self, Status};
-use crate::Failure;
+use pgtransit::Error;
 
 /// Prints the worker's lines and keeps the metrics endpoint's status.
 struct Printer {
@@ -50,10 +50,9 @@ fn timestamp() -> String {
 }
 
 /// `pgtransit run NAME`.
-pub async fn run(name: &str, metrics_addr: Option<String>, json: bool) -> Result<u8, Failure> {
+pub async fn run(name: &str, metrics_addr: Option<String>, json: bool) -> Result<u8, Error> {
     let prepared = worker::prepare(name)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    watch_signals(stop.clone());
+    let stop = stop_on_signals();
     let status = Arc::new(Mutex::new(Status::new(name, prepared.record().engine)));
     let bound = match &metrics_addr {
         Some(addr) => Some(metrics_http::serve(addr, status.clone()).await?),
@@ -68,7 +67,10 @@ pub async fn run(name: &str, metrics_addr: Option<String>, json: bool) -> Result
     Ok(0)
 }
 
-fn watch_signals(stop: Arc<AtomicBool>) {
+/// A flag set by SIGTERM or SIGINT (Ctrl-C): the worker and `cdc` stop gracefully on it.
+pub fn stop_on_signals() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let (Ok(mut term), Ok(mut int)) = (
@@ -81,6 +83,7 @@ fn watch_signals(stop: Arc<AtomicBool>) {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-        stop.store(true, Ordering::SeqCst);
+        flag.store(true, Ordering::SeqCst);
     });
+    stop
 }

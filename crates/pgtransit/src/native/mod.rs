@@ -15,6 +15,6 @@ pub use diff::{diff, plan_diff, DiffReport, DiffRow};
 pub use progress::{apply_failure, plan_progress, progress, ErrorWatch, Progress, TableProgress};
 pub use steps::{
     copy_seq, create_pub, create_sub, create_sub_without_copy, drop_pub, drop_sub, plan_copy_seq,
-    plan_create_pub, plan_create_sub, plan_drop_pub, plan_drop_sub, plan_refresh, refresh,
-    DropSubOutcome,
+    plan_create_pub, plan_create_sub, plan_create_sub_without_copy, plan_drop_pub, plan_drop_sub,
+    plan_refresh, refresh, DropSubOutcome,
 };

@@ -86,6 +86,8 @@ pub fn task_vars(task: &Task) -> HashMap<&'static str, Value> {
     v.insert("slot", Value::Text(task.slot.clone()));
     v.insert("sub_conn", Value::Text(task.sub_conn.clone()));
     v.insert("owner_note", Value::Text(owner_note(task)));
+    // create-sub: the subscription's initial copy (off only for a reverse replication).
+    v.insert("copy_data", Value::Raw("true".into()));
     v.insert(
         "selected",
         Value::Raw(task.objects.sql_table_condition("n.nspname", "c.relname")),

@@ -258,6 +258,26 @@ pub async fn refresh(s: &mut Session<'_>) -> Result<(), Error> {
 }
 
 pub fn plan_create_sub(task: &crate::task::Task) -> Plan {
+    plan_create_sub_with(task, true)
+}
+
+/// The plan of [`create_sub_without_copy`].
+pub fn plan_create_sub_without_copy(task: &crate::task::Task) -> Plan {
+    plan_create_sub_with(task, false)
+}
+
+fn create_sub_sql(task: &crate::task::Task, src_version: &str, copy_data: bool) -> String {
+    sql::for_task_with(
+        sql::CREATE_SUB,
+        task,
+        &[
+            ("src_version", Value::Raw(src_version.into())),
+            ("copy_data", Value::Raw(copy_data.to_string())),
+        ],
+    )
+}
+
+fn plan_create_sub_with(task: &crate::task::Task, copy_data: bool) -> Plan {
     Plan {
         step: "create-sub",
         actions: vec![
@@ -282,7 +302,10 @@ pub fn plan_create_sub(task: &crate::task::Task) -> Plan {
                 to: Side::Target,
                 why: "create the subscription (src_version = the source's server_version_num)"
                     .into(),
-                sql: mask_sub_conn(&sql::for_task(sql::CREATE_SUB, task), &task.sub_conn),
+                sql: mask_sub_conn(
+                    &create_sub_sql(task, ":src_version", copy_data),
+                    &task.sub_conn,
+                ),
             },
         ],
     }
@@ -359,19 +382,10 @@ async fn create_sub_with(s: &mut Session<'_>, copy_data: bool) -> Result<(), Err
     let target = s.client(Side::Target).await?;
     crate::marks::claim(target, crate::marks::Kind::Slot, &task.slot, &task.name).await?;
     let version = s.version(Side::Source).await?;
-    let query = sql::for_task_with(
-        sql::CREATE_SUB,
-        task,
-        &[("src_version", Value::Raw(version.to_string()))],
-    );
-    let mut stmts = s
+    let query = create_sub_sql(task, &version.to_string(), copy_data);
+    let stmts = s
         .generate(Side::Target, "building CREATE SUBSCRIPTION", &query)
         .await?;
-    if !copy_data {
-        for st in stmts.iter_mut() {
-            *st = st.replacen("WITH (slot_name", "WITH (copy_data = false, slot_name", 1);
-        }
-    }
     let sub_conn = task.sub_conn.clone();
     s.run_statements(Side::Target, &stmts, |t| mask_sub_conn(t, &sub_conn))
         .await

@@ -824,3 +824,69 @@ fn key_of(key: &[Value]) -> Key {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> Table {
+        Table {
+            name: "\"public\".\"t\"".into(),
+            only_name: "ONLY \"public\".\"t\"".into(),
+            partitioned: false,
+            columns: vec!["\"id\"".into(), "\"v\"".into(), "\"w\"".into()],
+            key: vec![true, false, false],
+            full_identity: false,
+            equality: vec![true, true, true],
+            always_identity: vec![false, false, false],
+            types: vec!["integer".into(), "text".into(), "jsonb".into()],
+            copied_until: None,
+            idempotent_until: None,
+            foldable: true,
+            batch_updates: true,
+        }
+    }
+
+    #[test]
+    fn a_run_of_changes_is_one_set_statement_with_one_parameter_per_value() {
+        let t = table();
+        assert_eq!(
+            insert_sql(&t, 2, false),
+            "INSERT INTO \"public\".\"t\" (\"id\", \"v\", \"w\") OVERRIDING SYSTEM VALUE \
+             VALUES ($1, $2, $3), ($4, $5, $6)"
+        );
+        assert!(insert_sql(&t, 1, true).ends_with(" ON CONFLICT DO NOTHING"));
+        // Only the columns an UPDATE sent are written; rows are found by the key, each
+        // tuple numbered so that RETURNING names the rows found.
+        assert_eq!(
+            update_sql(&t, 2, &[2]),
+            "UPDATE ONLY \"public\".\"t\" AS x SET \"w\" = v.c0 FROM (VALUES ($1::jsonb, $2::integer, 1), \
+             ($3::jsonb, $4::integer, 2)) AS v(c0, c1, o) WHERE x.\"id\" = v.c1 RETURNING v.o"
+        );
+        assert_eq!(
+            delete_sql(&t, 3),
+            "DELETE FROM ONLY \"public\".\"t\" AS x USING (VALUES ($1::integer, 1), ($2::integer, 2), \
+             ($3::integer, 3)) AS v(c0, o) WHERE x.\"id\" = v.c0 RETURNING v.o"
+        );
+    }
+
+    #[test]
+    fn a_batch_stays_under_the_row_and_parameter_limits() {
+        let w = |rows: usize| Waiting {
+            oid: 1,
+            kind: Kind::Delete,
+            foldable: true,
+            rows: vec![Vec::new(); rows],
+            lsns: Vec::new(),
+            keys: HashMap::new(),
+            copying: false,
+        };
+        assert!(w(0).has_room(3) && w(BATCH_ROWS - 1).has_room(3));
+        assert!(!w(BATCH_ROWS).has_room(3));
+        // A wide table is bounded by PostgreSQL's 65535 parameters first.
+        let width = 200;
+        let most = MAX_PARAMS / width;
+        assert!(w(most - 2).has_room(width) && !w(most).has_room(width));
+        assert!(most * width <= 65_535);
+    }
+}

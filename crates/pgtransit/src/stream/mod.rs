@@ -543,9 +543,8 @@ async fn stream(
     // The open source transaction: its commit LSN, or None.
     let mut open: Option<u64> = None;
     let mut skipping = false;
-    // Source transactions applied in the open target transaction but not committed yet:
-    // small consecutive transactions share one target commit (end LSN, commit time, count).
-    let mut group: Option<(u64, i64, u64)> = None;
+    // Source transactions applied in the open target transaction but not committed yet.
+    let mut group: Option<Group> = None;
     // An event read ahead to see whether more are waiting.
     let mut peeked = None;
     let mut last_report = Instant::now();
@@ -651,18 +650,16 @@ async fn stream(
                 } else {
                     // What waits is sent with the group's commit: the group's source
                     // transactions share one target transaction, so batches span them.
-                    let count = group.map(|g| g.2).unwrap_or(0) + 1;
-                    group = Some((end_lsn.0, commit_time_micros, count));
-                    // Commit when enough are grouped, when the caller's stop point is
-                    // reached, or when nothing else is waiting (never hold a commit back).
+                    let g = Group::join(group, end_lsn.0, commit_time_micros);
+                    group = Some(g);
                     let reached = until.is_some_and(|u| end_lsn.0 >= u);
-                    if count < GROUP_MAX && !reached {
+                    if g.may_wait(reached) {
                         // Let the reader take in what the socket holds first (the apply
                         // runs on one thread), then look without waiting.
                         tokio::task::yield_now().await;
                         peeked = repl.recv().now_or_never();
                     }
-                    if count >= GROUP_MAX || reached || peeked.is_none() {
+                    if g.commit_now(reached, peeked.is_some()) {
                         commit_group(p, repl, &mut group, run, reached).await?;
                     }
                 }
@@ -707,6 +704,41 @@ const METRICS_EVERY: Duration = Duration::from_secs(2);
 /// Source transactions that share one target commit at most.
 const GROUP_MAX: u64 = 200;
 
+/// Source transactions applied in the open target transaction and not committed yet:
+/// small consecutive transactions share one target commit, which records the last one's
+/// position in the origin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Group {
+    /// The end of the last source transaction in it.
+    end: u64,
+    /// Its source commit time (PostgreSQL microseconds).
+    commit_time: i64,
+    count: u64,
+}
+
+impl Group {
+    /// The group with one more source transaction (ending at `end`).
+    fn join(group: Option<Group>, end: u64, commit_time: i64) -> Group {
+        Group {
+            end,
+            commit_time,
+            count: group.map_or(0, |g| g.count) + 1,
+        }
+    }
+
+    /// Whether the group may wait for more: not full, and the caller's stop point not
+    /// reached.
+    fn may_wait(&self, reached: bool) -> bool {
+        self.count < GROUP_MAX && !reached
+    }
+
+    /// Commit now when full, when the stop point is reached, or when nothing else is
+    /// waiting: a commit is never held back for changes that are not there.
+    fn commit_now(&self, reached: bool, more_waiting: bool) -> bool {
+        !self.may_wait(reached) || !more_waiting
+    }
+}
+
 /// Commit the open target transaction holding the grouped source transactions, recording
 /// the last one's position in the origin; only once the target confirms it may the source
 /// forget them. With `wait`, the confirmation is awaited; otherwise the next statements go
@@ -714,11 +746,16 @@ const GROUP_MAX: u64 = 200;
 async fn commit_group(
     p: &mut Pipeline,
     repl: &ReplicationClient,
-    group: &mut Option<(u64, i64, u64)>,
+    group: &mut Option<Group>,
     run: &mut Run,
     wait: bool,
 ) -> Result<(), Interrupted> {
-    let Some((end, commit_time, count)) = group.take() else {
+    let Some(Group {
+        end,
+        commit_time,
+        count,
+    }) = group.take()
+    else {
         return Ok(());
     };
     run.applier.flush(p).await.map_err(classify)?;
@@ -811,6 +848,27 @@ async fn apply_message(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_commits_when_full_at_the_stop_point_or_when_nothing_waits() {
+        let mut g = None;
+        for i in 1..=3u64 {
+            g = Some(Group::join(g, 100 * i, i as i64));
+        }
+        let g = g.unwrap();
+        assert_eq!((g.end, g.commit_time, g.count), (300, 3, 3));
+        // More transactions waiting, room left: it waits for them.
+        assert!(g.may_wait(false) && !g.commit_now(false, true));
+        // Nothing else waiting: committed at once, never held back.
+        assert!(g.commit_now(false, false));
+        // The caller's stop point: committed, and no wait.
+        assert!(!g.may_wait(true) && g.commit_now(true, true));
+        let full = Group {
+            count: GROUP_MAX,
+            ..g
+        };
+        assert!(!full.may_wait(false) && full.commit_now(false, true));
+    }
 
     #[test]
     fn only_a_lost_connection_is_retried() {

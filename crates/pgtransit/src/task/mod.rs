@@ -148,6 +148,31 @@ impl Task {
         }
     }
 
+    /// The task of a command: a task file (`-t FILE`, whose target `--target` may replace),
+    /// or URLs (`--source URL [--target URL]`, named `adhoc`).
+    pub fn resolve(
+        task_file: Option<&Path>,
+        source: Option<&str>,
+        target: Option<&str>,
+    ) -> crate::Result<Task> {
+        match (task_file, source) {
+            (Some(file), None) => {
+                let mut task = Task::load(file)?;
+                if let Some(t) = target {
+                    task.target = Some(ConnSpec::parse(t).map_err(|e| e.context("--target"))?);
+                }
+                Ok(task)
+            }
+            (None, Some(src)) => Task::from_urls("adhoc", src, target),
+            (Some(_), Some(_)) => Err(crate::Error::usage(
+                "give either -t FILE or --source, not both",
+            )),
+            (None, None) => Err(crate::Error::usage(
+                "no task: give -t FILE (native or Pigsty task file) or --source URL [--target URL]",
+            )),
+        }
+    }
+
     /// A task from command-line URLs.
     pub fn from_urls(name: &str, source: &str, target: Option<&str>) -> crate::Result<Task> {
         let source = ConnSpec::parse(source).map_err(|e| e.context("--source"))?;

@@ -4,6 +4,8 @@
 --    or composite of a user type (their binary form carries type oids that differ between
 --    the clusters);
 --  * streaming (14+ on both): large transactions are applied as they arrive;
+--  * copy_data false (:copy_data) for a switchover's reverse replication, which starts in the
+--    fenced window where both sides are equal;
 --  * never disable_on_error: a lost connection (a source restart) counts as an error too and
 --    would disable the subscription for good; pgtransit watches the error counters instead
 --    and fails the task when errors keep coming.
@@ -20,8 +22,9 @@ WITH cols AS (
                           OR (typtype = 'c' AND typoid >= 16384)
                           OR (typelem >= 16384)) AS binary_safe
 )
-SELECT format(E'CREATE SUBSCRIPTION %I\n    CONNECTION %L\n    PUBLICATION %I\n    WITH (slot_name = %L%s%s);',
+SELECT format(E'CREATE SUBSCRIPTION %I\n    CONNECTION %L\n    PUBLICATION %I\n    WITH (slot_name = %L%s%s%s);',
               :'sub', :'sub_conn', :'pub', :'slot',
+              CASE WHEN NOT (:copy_data) THEN ', copy_data = false' ELSE '' END,
               CASE WHEN dst >= 140000 AND src >= 140000 AND binary_safe THEN ', binary = true' ELSE '' END,
               CASE WHEN dst >= 140000 AND src >= 140000 THEN ', streaming = on' ELSE '' END)
 FROM v
