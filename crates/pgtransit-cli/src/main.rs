@@ -18,6 +18,7 @@ mod check_cmd;
 mod demo;
 mod native_cmd;
 mod progress;
+mod stream_cmd;
 mod task_cmd;
 mod tasks;
 mod verify_cmd;
@@ -67,11 +68,11 @@ enum Command {
     /// Write the Pigsty-style context folder: scripts, SQL and the manual for this task
     Generate(native_cmd::GenerateArgs),
     /// Stream engine: schema without keys before the copy; after it, indexes built in parallel
-    InitStruct(native_cmd::InitStructArgs),
+    InitStruct(stream_cmd::InitStructArgs),
     /// Stream engine: the initial copy from the slot's exported snapshot (rerun to resume)
-    InitData(native_cmd::InitDataArgs),
+    InitData(stream_cmd::InitDataArgs),
     /// Stream engine: read the slot and apply the changes to the target (until --until or SIGTERM)
-    Cdc(native_cmd::CdcArgs),
+    Cdc(stream_cmd::CdcArgs),
     /// Native engine: load the source schema into the target (pre-data, post-data, all)
     CopySchema(native_cmd::CopySchemaArgs),
     /// Native engine: create the publication on the source
@@ -170,9 +171,9 @@ fn main() -> ExitCode {
             Command::Task(cmd) => task_cmd::run(cmd),
             Command::Demo(args) => demo::run(args).await,
             Command::Generate(a) => native_cmd::generate(a),
-            Command::InitStruct(a) => native_cmd::init_struct(a).await,
-            Command::InitData(a) => native_cmd::init_data(a).await,
-            Command::Cdc(a) => native_cmd::cdc(a).await,
+            Command::InitStruct(a) => stream_cmd::init_struct(a).await,
+            Command::InitData(a) => stream_cmd::init_data(a).await,
+            Command::Cdc(a) => stream_cmd::cdc(a).await,
             Command::CopySchema(a) => native_cmd::copy_schema(a).await,
             Command::CreatePub(a) => native_cmd::create_pub(a).await,
             Command::CreateSub(a) => native_cmd::create_sub(a).await,

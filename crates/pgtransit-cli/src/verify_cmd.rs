@@ -1,16 +1,10 @@
 //! `pgtransit verify [NAME] [--mode count|checksum]`: is the target's content the source's?
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use pgtransit::verify::{self, Mode, VerifyOptions};
 
 use crate::{resolve_task, TaskArgs};
 use pgtransit::Error;
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum ModeArg {
-    Count,
-    Checksum,
-}
 
 #[derive(Args)]
 pub struct VerifyArgs {
@@ -19,8 +13,8 @@ pub struct VerifyArgs {
     #[command(flatten)]
     pub task: TaskArgs,
     /// count: exact row counts; checksum: every row hashed, differing keys listed
-    #[arg(long, value_enum, default_value = "count")]
-    pub mode: ModeArg,
+    #[arg(long, default_value = "count", value_name = "count|checksum")]
+    pub mode: Mode,
     /// Only these tables (comma-separated, schema.table)
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub tables: Vec<String>,
@@ -38,25 +32,13 @@ pub struct VerifyArgs {
     pub json: bool,
 }
 
-/// The task from the store by name, or from -t / --source --target.
-fn task(a: &VerifyArgs) -> Result<pgtransit::task::Task, Error> {
-    match &a.name {
-        Some(name) => {
-            let store = pgtransit::state::Store::open()?;
-            let rec = store.existing(name)?;
-            Ok(pgtransit::task::Task::parse(&rec.spec, name)?)
-        }
-        None => resolve_task(&a.task),
-    }
-}
-
 pub async fn run(a: VerifyArgs) -> Result<u8, Error> {
-    let task = task(&a)?;
+    let task = match &a.name {
+        Some(name) => pgtransit::migration::task(name)?,
+        None => resolve_task(&a.task)?,
+    };
     let o = VerifyOptions {
-        mode: match a.mode {
-            ModeArg::Count => Mode::Count,
-            ModeArg::Checksum => Mode::Checksum,
-        },
+        mode: a.mode,
         tables: a.tables.clone(),
         jobs: a.jobs,
         chunk_rows: a.chunk_rows,
@@ -72,10 +54,7 @@ pub async fn run(a: VerifyArgs) -> Result<u8, Error> {
     if !json {
         outln!(
             "verify ({}): {} -> {}",
-            match o.mode {
-                Mode::Count => "count",
-                Mode::Checksum => "checksum",
-            },
+            o.mode,
             task.source.display(),
             task.target
                 .as_ref()

@@ -15,6 +15,12 @@ pub mod switchover;
 pub mod terminate;
 pub mod worker;
 
+/// A recorded task, as its worker runs it.
+pub fn task(name: &str) -> crate::Result<crate::task::Task> {
+    let rec = crate::state::Store::open()?.existing(name)?;
+    Ok(crate::task::Task::parse(&rec.spec, name)?)
+}
+
 pub use create::{create, CreateRequest, Created, TEMPLATES};
 pub use metrics::Metrics;
 pub use process::{alive, effective_status, spawn_worker, stop_worker, Started};

@@ -29,8 +29,7 @@ pub struct Terminated {
 /// guard, per side.
 pub fn plan(name: &str) -> Result<crate::step::Plan> {
     let rec = Store::open()?.existing(name)?;
-    let task = Task::parse(&rec.spec, &rec.name)?;
-    let mut plan = crate::terminate::plan(&task);
+    let mut plan = crate::terminate::plan(&super::task(name)?);
     plan.actions.insert(
         0,
         crate::step::Action::Program {

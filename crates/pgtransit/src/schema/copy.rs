@@ -17,14 +17,15 @@ use crate::step::Side;
 use crate::step::{Action, Plan};
 use crate::tools;
 
-/// Which part of the schema to load.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Section {
-    /// Before the data: everything but secondary indexes, foreign keys and triggers.
-    PreData,
-    /// After the initial sync: what pre-data left out.
-    PostData,
-    All,
+crate::named::named! {
+    /// Which part of the schema to load.
+    pub enum Section {
+        /// Before the data: everything but secondary indexes, foreign keys and triggers.
+        PreData = "pre-data",
+        /// After the initial sync: what pre-data left out.
+        PostData = "post-data",
+        All = "all",
+    }
 }
 
 impl Section {
@@ -33,13 +34,6 @@ impl Section {
     }
     fn post(self) -> bool {
         matches!(self, Section::PostData | Section::All)
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            Section::PreData => "pre-data",
-            Section::PostData => "post-data",
-            Section::All => "all",
-        }
     }
 }
 
