@@ -9,6 +9,7 @@ use std::time::Instant;
 
 mod apply;
 mod drain;
+mod lag;
 mod verify;
 
 use pgsandbox::{Builder, Cluster};
@@ -217,6 +218,9 @@ fn main() {
     }
     if std::env::args().any(|a| a == "--drain") {
         return drain_bench(&pgtransit);
+    }
+    if std::env::args().any(|a| a == "--lag") {
+        return lag_bench(&pgtransit);
     }
     if std::env::args().any(|a| a == "--verify") {
         let args: Vec<String> = std::env::args().collect();
@@ -527,4 +531,26 @@ fn drain_bench(pgtransit: &Path) {
     )
     .unwrap();
     eprintln!("wrote {}", dir.join("drain-latest.md").display());
+}
+
+/// `--lag [--load-secs N]`: see lag.rs.
+fn lag_bench(pgtransit: &Path) {
+    let args: Vec<String> = std::env::args().collect();
+    let load = args
+        .iter()
+        .position(|a| a == "--load-secs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let (all, md) = lag::run(pgtransit, || (cluster("source"), cluster("target")), load);
+    println!("{md}");
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/results"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("lag-latest.md"), &md).unwrap();
+    std::fs::write(
+        dir.join("lag-latest.json"),
+        serde_json::to_string_pretty(&all).unwrap(),
+    )
+    .unwrap();
+    eprintln!("wrote {}", dir.join("lag-latest.md").display());
 }

@@ -126,7 +126,7 @@ pub async fn describe(a: NameArgs) -> Result<u8, Error> {
         let r = &p.report;
         outln!(
             "Switchover: {} (fence {}, write downtime {:.2} s, barrier {}, {} sequence(s), {} rows verified)",
-            serde_json::to_value(p.phase).unwrap_or_default().as_str().unwrap_or("?"),
+            p.phase,
             r.fence,
             r.downtime_seconds,
             if r.barrier_lsn.is_empty() { "-" } else { &r.barrier_lsn },

@@ -205,8 +205,7 @@ pub fn next_action(t: &TaskRecord, steps: &[StepRecord], sw: Option<&Progress>) 
     let name = &t.name;
     let running = t.status == TaskStatus::Running && alive(t.pid);
     if let Some(p) = sw.filter(|p| p.in_flight()) {
-        let phase = serde_json::to_value(p.phase).unwrap_or_default();
-        let phase = phase.as_str().unwrap_or("?");
+        let phase = p.phase;
         return format!(
             "a switchover stopped after its `{phase}` phase, with the source fenced: `pgtransit switchover \
              {name}` continues it, `pgtransit switchover {name} --undo` lifts the fence"

@@ -235,27 +235,29 @@ pub struct SwitchoverReport {
     pub missing_rows: u64,
 }
 
-/// How far a switchover got, recorded after each phase: running the command again
-/// continues after the last one (or `--undo` undoes the fence).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Phase {
-    #[default]
-    Started,
-    /// The fence is going up: what lifting it needs (the old connection limit, the revoked
-    /// privileges) is recorded, the fence may not hold yet. A rerun puts it up again.
-    Fencing,
-    /// No other role can write to the source any more.
-    Fenced,
-    Sequences,
-    Barrier,
-    Verified,
-    Reversed,
-    Rerouted,
-    /// The forward replication is removed: the switchover is over.
-    Done,
-    /// Aborted and unfenced: the next switchover starts from the beginning.
-    Undone,
+crate::named::named! {
+    /// How far a switchover got, recorded after each phase: running the command again
+    /// continues after the last one (or `--undo` undoes the fence).
+    #[derive(Default)]
+    pub enum Phase {
+        #[default]
+        Started = "started",
+        /// The fence is going up: what lifting it needs (the old connection limit, the
+        /// revoked privileges) is recorded, the fence may not hold yet. A rerun puts it up
+        /// again.
+        Fencing = "fencing",
+        /// No other role can write to the source any more.
+        Fenced = "fenced",
+        Sequences = "sequences",
+        Barrier = "barrier",
+        Verified = "verified",
+        Reversed = "reversed",
+        Rerouted = "rerouted",
+        /// The forward replication is removed: the switchover is over.
+        Done = "done",
+        /// Aborted and unfenced: the next switchover starts from the beginning.
+        Undone = "undone",
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -566,7 +568,7 @@ pub async fn switchover(
     if p.in_flight() {
         p.report.resumed = true;
         s.say(&format!(
-            "  continuing the switchover stopped after {:?} (fenced {:.1} s ago)",
+            "  continuing the switchover stopped after {} (fenced {:.1} s ago)",
             p.phase,
             now() - p.fenced_at
         ));

@@ -1,0 +1,272 @@
+//! `pgtransit-bench --lag [--load-secs N]`: the apply's lag while the source runs pgbench at
+//! full speed (tpcb-like, -c4), for the native subscription and for pgtransit's worker, each
+//! alone on a fresh pair of sandboxes. The lag is sampled every 100 ms from outside, the same
+//! way for both: a heartbeat row on the source gets `clock_timestamp()` every 100 ms, and the
+//! target is asked every 100 ms how old the heartbeat it has applied is (both servers share
+//! this machine's clock). A sample is thus the apply's delay plus at most the heartbeat's
+//! 100 ms period. (The worker's own metrics are published every 2 s, too coarse to sample at
+//! 100 ms.)
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pgsandbox::Cluster;
+use serde::Serialize;
+
+const DB: &str = "lag";
+
+#[derive(Serialize, Clone, Debug)]
+pub struct LagRun {
+    pub engine: String,
+    pub load_seconds: u64,
+    /// pgbench transactions during the load.
+    pub transactions: i64,
+    pub samples: usize,
+    pub p50_seconds: f64,
+    pub p99_seconds: f64,
+    pub max_seconds: f64,
+    /// How long after the load the target had everything (heartbeat and content).
+    pub catch_up_seconds: f64,
+    /// Peak RSS of the pgtransit worker (pgtransit runs only), MiB.
+    pub worker_peak_rss_mib: Option<f64>,
+}
+
+fn run_ok(cmd: &mut Command, what: &str) -> String {
+    let o = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        o.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// psql on `c` running `sql` every 100 ms until killed; its output goes to `out`.
+fn every_100ms(c: &Cluster, db: &str, sql: &str, out: Stdio) -> Child {
+    let mut child = Command::new(c.client_program("psql"))
+        .args(["-X", "-q", "-At", "-h"])
+        .arg(c.socket_dir())
+        .args(["-p", &c.port().to_string(), "-U", "postgres", "-d", db])
+        .stdin(Stdio::piped())
+        .stdout(out)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("psql");
+    use std::io::Write;
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{sql} \\watch 0.1").unwrap();
+    // psql reads its input to the end before it stops: keep stdin open (leaked) while it
+    // repeats the query.
+    std::mem::forget(stdin);
+    child
+}
+
+/// VmHWM of a running process, MiB.
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+const CONTENT: &str = "SELECT (SELECT sum(abalance) FROM pgbench_accounts) || ' ' || \
+    (SELECT count(*) FROM pgbench_history) || ' ' || (SELECT ts FROM hb)";
+
+/// One engine under the load, on a fresh pair.
+fn once(
+    bin: &Path,
+    make: &impl Fn() -> (Cluster, Cluster),
+    engine: &str,
+    load_secs: u64,
+) -> LagRun {
+    let (source, target) = make();
+    let dir = tempfile::tempdir().unwrap();
+    source.create_database(DB).unwrap();
+    run_ok(
+        Command::new(source.client_program("pgbench"))
+            .args(["-i", "-q", "-s", "10", "-h"])
+            .arg(source.socket_dir())
+            .args(["-p", &source.port().to_string(), "-U", "postgres", DB]),
+        "pgbench -i",
+    );
+    source
+        .psql(
+            DB,
+            "ALTER TABLE pgbench_history REPLICA IDENTITY FULL; \
+             CREATE TABLE hb (id int PRIMARY KEY, ts timestamptz NOT NULL); \
+             INSERT INTO hb VALUES (1, clock_timestamp());",
+        )
+        .unwrap();
+    target.create_database(DB).unwrap();
+    let file = dir.path().join("lag.yml");
+    std::fs::write(
+        &file,
+        format!(
+            "name: lag\nengine: {engine}\nsource: {}\ntarget: {}\n",
+            source.url(DB),
+            target.url(DB)
+        ),
+    )
+    .unwrap();
+    let f = file.display().to_string();
+    let pgtransit =
+        |args: &[&str]| run_ok(Command::new(bin).args(args), &format!("pgtransit {args:?}"));
+    let mut worker = None;
+    if engine == "native" {
+        for step in ["copy-schema", "create-pub", "create-sub"] {
+            pgtransit(&[step, "-t", &f]);
+        }
+        pgtransit(&["progress", "-t", &f, "--wait", "600"]);
+    } else {
+        pgtransit(&["init-struct", "-t", &f]);
+        pgtransit(&["init-data", "-t", &f]);
+        pgtransit(&["init-struct", "-t", &f, "--section", "post-data"]);
+        worker = Some(
+            Command::new(bin)
+                .args(["cdc", "-t", &f])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("pgtransit cdc"),
+        );
+    }
+    let equal = |limit: Duration| {
+        let want = source.psql(DB, CONTENT).unwrap();
+        let t = Instant::now();
+        loop {
+            if target.psql(DB, CONTENT).ok().as_deref() == Some(want.as_str()) {
+                return t.elapsed().as_secs_f64();
+            }
+            assert!(t.elapsed() < limit, "{engine}: the target never caught up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    equal(Duration::from_secs(120));
+
+    let samples_file = dir.path().join("samples.txt");
+    let mut heartbeat = every_100ms(
+        &source,
+        DB,
+        "UPDATE hb SET ts = clock_timestamp() WHERE id = 1",
+        Stdio::null(),
+    );
+    let mut sampler = every_100ms(
+        &target,
+        DB,
+        "SELECT extract(epoch FROM clock_timestamp() - ts) FROM hb",
+        Stdio::from(std::fs::File::create(&samples_file).unwrap()),
+    );
+    let out = run_ok(
+        Command::new(source.client_program("pgbench"))
+            .args([
+                "-n",
+                "-c",
+                "4",
+                "-j",
+                "2",
+                "-T",
+                &load_secs.to_string(),
+                "-h",
+            ])
+            .arg(source.socket_dir())
+            .args(["-p", &source.port().to_string(), "-U", "postgres", DB]),
+        "pgbench load",
+    );
+    let _ = sampler.kill();
+    let _ = sampler.wait();
+    let _ = heartbeat.kill();
+    let _ = heartbeat.wait();
+    let catch_up_seconds = equal(Duration::from_secs(600));
+    let worker_peak_rss_mib = worker.as_ref().and_then(|w| peak_rss_mib(w.id()));
+    if let Some(mut w) = worker {
+        unsafe { libc::kill(w.id() as i32, libc::SIGTERM) };
+        let _ = w.wait();
+    }
+    let transactions = out
+        .lines()
+        .find(|l| l.contains("number of transactions actually processed"))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|v| v.split('/').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut lags: Vec<f64> = std::fs::read_to_string(&samples_file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    lags.sort_by(|a, b| a.total_cmp(b));
+    let r = LagRun {
+        engine: engine.into(),
+        load_seconds: load_secs,
+        transactions,
+        samples: lags.len(),
+        p50_seconds: percentile(&lags, 0.50),
+        p99_seconds: percentile(&lags, 0.99),
+        max_seconds: lags.last().copied().unwrap_or(f64::NAN),
+        catch_up_seconds,
+        worker_peak_rss_mib,
+    };
+    eprintln!(
+        "   {engine}: {} transactions in {load_secs} s, {} samples: lag p50 {:.3} s, p99 {:.3} s, max {:.3} s; \
+         caught up {:.2} s after the load",
+        r.transactions, r.samples, r.p50_seconds, r.p99_seconds, r.max_seconds, r.catch_up_seconds
+    );
+    r
+}
+
+/// Both engines under the same load, and the markdown table.
+pub fn run(
+    bin: &Path,
+    make: impl Fn() -> (Cluster, Cluster),
+    load_secs: u64,
+) -> (Vec<LagRun>, String) {
+    let all: Vec<LagRun> = ["native", "stream"]
+        .iter()
+        .map(|e| once(bin, &make, e, load_secs))
+        .collect();
+    let mut md = format!(
+        "Lag under a sustained full-speed load, same machine and sandboxes ({} cores): {load_secs} s of \
+         pgbench -c4 -j2 (tpcb-like) on the source while the engine streams; the lag sampled every \
+         100 ms from a heartbeat row (see bench/src/lag.rs).\n\n| engine | transactions | samples | \
+         lag p50 | lag p99 | lag max | caught up after the load | worker peak RSS |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    for r in &all {
+        md.push_str(&format!(
+            "| {} | {} | {} | {:.3} s | {:.3} s | {:.3} s | {:.2} s | {} |\n",
+            if r.engine == "stream" {
+                "pgtransit cdc"
+            } else {
+                "native subscription"
+            },
+            r.transactions,
+            r.samples,
+            r.p50_seconds,
+            r.p99_seconds,
+            r.max_seconds,
+            r.catch_up_seconds,
+            r.worker_peak_rss_mib
+                .map(|m| format!("{m:.0} MiB"))
+                .unwrap_or_else(|| "-".into())
+        ));
+    }
+    (all, md)
+}
