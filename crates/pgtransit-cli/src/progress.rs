@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pgtransit::catalog::pretty_bytes;
+use pgtransit::snapshot::CopyProgress;
 
 /// Whether to draw bars: stderr is a terminal (not dumb) and the output is not JSON.
 pub fn wanted(json: bool) -> bool {
@@ -41,23 +42,17 @@ impl CopyBar {
     }
 
     /// The copy's totals as its Progress event gives them.
-    pub fn update(
-        &self,
-        percent: f64,
-        rows: u64,
-        bytes: u64,
-        units: (usize, usize),
-        eta_seconds: Option<f64>,
-    ) {
+    pub fn update(&self, p: &CopyProgress) {
         self.0
-            .set_position((percent * 10.0).clamp(0.0, 1000.0) as u64);
+            .set_position((p.percent * 10.0).clamp(0.0, 1000.0) as u64);
         self.0.set_message(format!(
-            "{percent:>3.0}%  {} rows  {}  {}/{} tables{}",
-            rows,
-            pretty_bytes(bytes as i64),
-            units.0,
-            units.1,
-            match eta_seconds {
+            "{:>3.0}%  {} rows  {}  {}/{} tables{}",
+            p.percent,
+            p.rows,
+            pretty_bytes(p.bytes as i64),
+            p.units_done,
+            p.units_total,
+            match p.eta_seconds {
                 Some(s) => format!("  ETA {}", duration_text(s)),
                 None => String::new(),
             }
@@ -174,7 +169,15 @@ mod tests {
     fn the_copy_bar_renders_totals_and_eta_in_80_columns() {
         let screen = Screen::default();
         let bar = CopyBar::new(ProgressDrawTarget::term_like(Box::new(screen.clone())));
-        bar.update(42.0, 1_234_567, 300 * 1024 * 1024, (3, 7), Some(95.0));
+        bar.update(&CopyProgress {
+            units_done: 3,
+            units_total: 7,
+            rows: 1_234_567,
+            bytes: 300 * 1024 * 1024,
+            percent: 42.0,
+            bytes_per_second: 0.0,
+            eta_seconds: Some(95.0),
+        });
         // abandon() draws at once (whatever the draw rate limit) and keeps the position.
         bar.0.abandon();
         let line = last(&screen);

@@ -176,25 +176,11 @@ fn event_printer(json: bool) -> pgtransit::snapshot::Events {
         if bars {
             let mut copy = copy.lock().unwrap_or_else(|p| p.into_inner());
             match &e {
-                CopyEvent::Progress(pgtransit::snapshot::CopyProgress {
-                    units_done,
-                    units_total,
-                    rows,
-                    bytes,
-                    percent,
-                    eta_seconds,
-                    ..
-                }) => {
+                CopyEvent::Progress(p) => {
                     copy.get_or_insert_with(|| {
                         crate::progress::CopyBar::new(crate::progress::target(json))
                     })
-                    .update(
-                        *percent,
-                        *rows,
-                        *bytes,
-                        (*units_done, *units_total),
-                        *eta_seconds,
-                    );
+                    .update(p);
                     return;
                 }
                 CopyEvent::Cdc(m) => {

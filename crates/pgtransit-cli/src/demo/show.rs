@@ -89,18 +89,12 @@ fn wait_for_cdc_with(
     loop {
         let d = describe(home)?;
         if let Some(b) = bar {
-            let v = &d["metrics"]["values"];
-            if let Some(percent) = v["percent"].as_f64() {
-                b.update(
-                    percent,
-                    v["rows"].as_u64().unwrap_or(0),
-                    v["bytes"].as_u64().unwrap_or(0),
-                    (
-                        v["units_done"].as_u64().unwrap_or(0) as usize,
-                        v["units_total"].as_u64().unwrap_or(0) as usize,
-                    ),
-                    v["eta_seconds"].as_f64(),
-                );
+            // The copy's totals, as the worker published them.
+            let copy = serde_json::from_value::<pgtransit::snapshot::CopyProgress>(
+                d["metrics"]["values"].clone(),
+            );
+            if let Ok(p) = copy {
+                b.update(&p);
             }
         }
         let steps = d["steps"].as_array().cloned().unwrap_or_default();
