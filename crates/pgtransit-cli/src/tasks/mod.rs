@@ -3,7 +3,6 @@
 //! `$PGTRANSIT_HOME`; a worker process runs each one.
 
 mod create;
-mod metrics_http;
 mod show;
 mod switchover;
 mod terminate;

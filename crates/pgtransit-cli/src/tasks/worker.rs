@@ -1,22 +1,18 @@
 //! `pgtransit run NAME` (the worker in the foreground; `start` runs it detached): the
-//! library's worker (`pgtransit::migration::worker`) with its output printed — a line per
-//! event, or JSON lines with `--json` — and served on `--metrics-addr`. SIGTERM or Ctrl-C
-//! stops it gracefully.
+//! library's worker (`pgtransit::migration::worker`, which also serves `--metrics-addr`)
+//! with its lines printed — text, or JSON lines with `--json`. SIGTERM or Ctrl-C stops it
+//! gracefully.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use pgtransit::migration::{worker, Metrics, WorkerSink};
-use pgtransit::state::{Step, StepState};
-
-use super::metrics_http::{self, Status};
+use pgtransit::migration::{worker, WorkerSink};
 use pgtransit::Error;
 
-/// Prints the worker's lines and keeps the metrics endpoint's status.
+/// Prints the worker's lines.
 struct Printer {
     name: String,
     json: bool,
-    status: Arc<Mutex<Status>>,
 }
 
 impl WorkerSink for Printer {
@@ -26,18 +22,6 @@ impl WorkerSink for Printer {
             outln!("{v}");
         } else {
             outln!("{} [{step}] {line}", timestamp());
-        }
-    }
-
-    fn step(&self, step: Step, state: StepState) {
-        if let Ok(mut st) = self.status.lock() {
-            st.record_step(step, state);
-        }
-    }
-
-    fn metrics(&self, m: &Metrics) {
-        if let Ok(mut st) = self.status.lock() {
-            st.record(m);
         }
     }
 }
@@ -53,17 +37,11 @@ fn timestamp() -> String {
 pub async fn run(name: &str, metrics_addr: Option<String>, json: bool) -> Result<u8, Error> {
     let prepared = worker::prepare(name)?;
     let stop = stop_on_signals();
-    let status = Arc::new(Mutex::new(Status::new(name, prepared.record().engine)));
-    let bound = match &metrics_addr {
-        Some(addr) => Some(metrics_http::serve(addr, status.clone()).await?),
-        None => None,
-    };
     let sink = Arc::new(Printer {
         name: name.to_string(),
         json,
-        status,
     });
-    prepared.run(sink, stop, bound).await?;
+    prepared.run(sink, stop, metrics_addr.as_deref()).await?;
     Ok(0)
 }
 

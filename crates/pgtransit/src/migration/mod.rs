@@ -8,6 +8,7 @@
 //! results come back as values the command line renders.
 
 pub mod create;
+pub mod endpoint;
 pub mod metrics;
 pub mod process;
 pub mod status;

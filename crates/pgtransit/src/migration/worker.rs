@@ -32,6 +32,36 @@ pub trait WorkerSink: Send + Sync {
     fn metrics(&self, _m: &Metrics) {}
 }
 
+/// Two sinks fed the same (the caller's, and the metrics endpoint).
+struct Both<A, B>(A, B);
+
+impl<A: WorkerSink, B: WorkerSink> WorkerSink for Both<A, B> {
+    fn line(&self, step: &str, line: &str) {
+        self.0.line(step, line);
+        self.1.line(step, line);
+    }
+    fn step(&self, step: Step, state: StepState) {
+        self.0.step(step, state);
+        self.1.step(step, state);
+    }
+    fn metrics(&self, m: &Metrics) {
+        self.0.metrics(m);
+        self.1.metrics(m);
+    }
+}
+
+impl<S: WorkerSink + ?Sized> WorkerSink for Arc<S> {
+    fn line(&self, step: &str, line: &str) {
+        (**self).line(step, line)
+    }
+    fn step(&self, step: Step, state: StepState) {
+        (**self).step(step, state)
+    }
+    fn metrics(&self, m: &Metrics) {
+        (**self).metrics(m)
+    }
+}
+
 /// Warn in the log when the apply is this far behind (the slot retains at least that).
 const LAG_WARN_BYTES: u64 = 1024 * 1024 * 1024;
 
@@ -68,14 +98,24 @@ impl Prepared {
     }
 
     /// Run the steps left; Ok when they are done or `stop` ended them (the task is then
-    /// `stopped` and `start` continues), the step's error when one failed.
+    /// `stopped` and `start` continues), the step's error when one failed. With
+    /// `metrics_addr`, the worker serves its metrics there (`endpoint`).
     pub async fn run(
         self,
         sink: Arc<dyn WorkerSink>,
         stop: Arc<AtomicBool>,
-        metrics_addr: Option<String>,
+        metrics_addr: Option<&str>,
     ) -> Result<TaskStatus> {
         let name = self.record.name.clone();
+        let (sink, metrics_addr) = match metrics_addr {
+            Some(addr) => {
+                let e = super::endpoint::Endpoint::serve(addr, &name, self.record.engine).await?;
+                let bound = e.addr.clone();
+                let both: Arc<dyn WorkerSink> = Arc::new(Both(sink, e));
+                (both, Some(bound))
+            }
+            None => (sink, None),
+        };
         let w = Worker {
             store: Arc::new(Mutex::new(self.store)),
             name: name.clone(),

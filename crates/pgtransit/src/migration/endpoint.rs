@@ -1,24 +1,25 @@
 //! The worker's metrics endpoint (`--metrics-addr HOST:PORT`): Prometheus text on
 //! `/metrics` (lag, rows, copy progress, step states) and the task's status as JSON on
-//! `/status`. Values are set as the worker publishes them, every two seconds at most.
+//! `/status`, for whatever scrapes the worker process. Values are set as the worker
+//! publishes them (a [`WorkerSink`]), every two seconds at most.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use axum::{routing::get, Json, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use pgtransit::migration::Metrics;
-use pgtransit::snapshot::CopyProgress;
-use pgtransit::state::{Step, StepState};
-use pgtransit::stream::CdcMetrics;
-use pgtransit::task::Engine;
 use serde::Serialize;
 
-use pgtransit::Error;
+use super::{Metrics, WorkerSink};
+use crate::snapshot::CopyProgress;
+use crate::state::{Step, StepState};
+use crate::stream::CdcMetrics;
+use crate::task::Engine;
+use crate::Error;
 
 /// The task's state as `/status` serves it.
 #[derive(Clone, Serialize)]
-pub struct Status {
+struct Status {
     pub task: String,
     pub engine: Engine,
     pub pid: u32,
@@ -28,7 +29,7 @@ pub struct Status {
 }
 
 impl Status {
-    pub fn new(task: &str, engine: Engine) -> Status {
+    fn new(task: &str, engine: Engine) -> Status {
         Status {
             task: task.into(),
             engine,
@@ -40,7 +41,7 @@ impl Status {
     }
 
     /// Keep what a worker published, and set the gauges.
-    pub fn record(&mut self, m: &Metrics) {
+    fn record(&mut self, m: &Metrics) {
         match m {
             Metrics::Cdc(c) => {
                 record_cdc(c);
@@ -53,14 +54,48 @@ impl Status {
         }
     }
 
-    pub fn record_step(&mut self, step: Step, state: StepState) {
+    fn record_step(&mut self, step: Step, state: StepState) {
         record_step(step, state);
         self.steps.insert(step, state);
     }
 }
 
-/// Bind `addr` and serve; the address actually bound (port 0 picks a free one).
-pub async fn serve(addr: &str, status: Arc<Mutex<Status>>) -> Result<String, Error> {
+/// A served endpoint: the address bound, and the status it serves.
+pub struct Endpoint {
+    pub addr: String,
+    status: Arc<Mutex<Status>>,
+}
+
+impl Endpoint {
+    /// Bind `addr` (port 0 picks a free one) and serve the task's status.
+    pub async fn serve(addr: &str, task: &str, engine: Engine) -> Result<Endpoint, Error> {
+        let status = Arc::new(Mutex::new(Status::new(task, engine)));
+        let bound = serve(addr, status.clone()).await?;
+        Ok(Endpoint {
+            addr: bound,
+            status,
+        })
+    }
+}
+
+impl WorkerSink for Endpoint {
+    fn line(&self, _step: &str, _line: &str) {}
+
+    fn step(&self, step: Step, state: StepState) {
+        if let Ok(mut st) = self.status.lock() {
+            st.record_step(step, state);
+        }
+    }
+
+    fn metrics(&self, m: &Metrics) {
+        if let Ok(mut st) = self.status.lock() {
+            st.record(m);
+        }
+    }
+}
+
+/// Bind `addr` and serve; the address actually bound.
+async fn serve(addr: &str, status: Arc<Mutex<Status>>) -> Result<String, Error> {
     let handle: PrometheusHandle = PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| Error::failed(format!("cannot set up the metrics recorder: {e}")))?;
