@@ -19,6 +19,7 @@ const DB: &str = "lag";
 #[derive(Serialize, Clone, Debug)]
 pub struct LagRun {
     pub engine: String,
+    pub run: usize,
     pub load_seconds: u64,
     /// pgbench transactions during the load.
     pub transactions: i64,
@@ -94,6 +95,7 @@ fn once(
     make: &impl Fn() -> (Cluster, Cluster),
     engine: &str,
     load_secs: u64,
+    run: usize,
 ) -> LagRun {
     let (source, target) = make();
     let dir = tempfile::tempdir().unwrap();
@@ -213,6 +215,7 @@ fn once(
     lags.sort_by(|a, b| a.total_cmp(b));
     let r = LagRun {
         engine: engine.into(),
+        run,
         load_seconds: load_secs,
         transactions,
         samples: lags.len(),
@@ -224,7 +227,7 @@ fn once(
         worker_peak_rss_mib,
     };
     eprintln!(
-        "   {engine}: {} transactions in {load_secs} s, {} samples: lag p50 {:.3} s, p90 {:.3} s, p99 {:.3} s, \
+        "   {engine} run {run}: {} transactions in {load_secs} s, {} samples: lag p50 {:.3} s, p90 {:.3} s, p99 {:.3} s, \
          max {:.3} s; caught up {:.2} s after the load",
         r.transactions,
         r.samples,
@@ -237,44 +240,61 @@ fn once(
     r
 }
 
-/// Both engines under the same load, and the markdown table.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Both engines under the same load, `runs` times each, and the markdown table of the
+/// medians.
 pub fn run(
     bin: &Path,
     make: impl Fn() -> (Cluster, Cluster),
     load_secs: u64,
+    runs: usize,
 ) -> (Vec<LagRun>, String) {
-    let all: Vec<LagRun> = ["native", "stream"]
-        .iter()
-        .map(|e| once(bin, &make, e, load_secs))
-        .collect();
+    let mut all = Vec::new();
+    for run in 1..=runs {
+        for engine in ["native", "stream"] {
+            all.push(once(bin, &make, engine, load_secs, run));
+        }
+    }
     let mut md = format!(
         "Lag under a sustained full-speed load, same machine and sandboxes ({} cores): {load_secs} s of \
-         pgbench -c4 -j2 (tpcb-like) on the source while the engine streams; the lag sampled every \
-         100 ms from a heartbeat row (see bench/src/lag.rs).\n\n| engine | transactions | samples | \
-         lag p50 | lag p90 | lag p99 | lag max | caught up after the load | worker peak RSS |\n\
+         pgbench -c4 -j2 (tpcb-like) on the source while the engine streams, each engine alone on a \
+         fresh pair; the lag sampled every 100 ms from a heartbeat row (see bench/src/lag.rs). Median \
+         of {runs} runs (the p99 of each run in brackets).\n\n| engine | transactions | samples | lag \
+         p50 | lag p90 | lag p99 | lag max | caught up after the load | worker peak RSS |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0)
     );
-    for r in &all {
+    for engine in ["native", "stream"] {
+        let rs: Vec<&LagRun> = all.iter().filter(|r| r.engine == engine).collect();
+        let m = |f: fn(&LagRun) -> f64| median(rs.iter().map(|r| f(r)).collect());
+        let each: Vec<String> = rs.iter().map(|r| format!("{:.2}", r.p99_seconds)).collect();
+        let rss: Vec<f64> = rs.iter().filter_map(|r| r.worker_peak_rss_mib).collect();
         md.push_str(&format!(
-            "| {} | {} | {} | {:.3} s | {:.3} s | {:.3} s | {:.3} s | {:.2} s | {} |\n",
-            if r.engine == "stream" {
+            "| {} | {:.0} | {:.0} | {:.3} s | {:.3} s | {:.3} s [{}] | {:.3} s | {:.2} s | {} |\n",
+            if engine == "stream" {
                 "pgtransit cdc"
             } else {
                 "native subscription"
             },
-            r.transactions,
-            r.samples,
-            r.p50_seconds,
-            r.p90_seconds,
-            r.p99_seconds,
-            r.max_seconds,
-            r.catch_up_seconds,
-            r.worker_peak_rss_mib
-                .map(|m| format!("{m:.0} MiB"))
-                .unwrap_or_else(|| "-".into())
+            m(|r| r.transactions as f64),
+            m(|r| r.samples as f64),
+            m(|r| r.p50_seconds),
+            m(|r| r.p90_seconds),
+            m(|r| r.p99_seconds),
+            each.join(", "),
+            m(|r| r.max_seconds),
+            m(|r| r.catch_up_seconds),
+            if rss.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.0} MiB", rss.iter().copied().fold(0.0, f64::max))
+            }
         ));
     }
     (all, md)

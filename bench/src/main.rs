@@ -442,16 +442,8 @@ fn report(o: &Options, runs: &[Run], size: &str, big_size: &str, _max_jobs: u32)
 
 /// `--apply [--rows N] [--load-secs N]`: native subscription against pgtransit cdc.
 fn apply_bench(pgtransit: &Path) {
-    let args: Vec<String> = std::env::args().collect();
-    let value = |name: &str, default: u64| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let rows = value("--rows", 1_000_000);
-    let load = value("--load-secs", 60);
+    let rows = arg_value("--rows", 1_000_000);
+    let load = arg_value("--load-secs", 60);
     let runs = apply::run(
         pgtransit,
         || (cluster("source"), cluster("target")),
@@ -506,15 +498,10 @@ fn apply_bench(pgtransit: &Path) {
 
 /// `--drain [--load-secs N] [--runs N]`: see drain.rs.
 fn drain_bench(pgtransit: &Path) {
-    let args: Vec<String> = std::env::args().collect();
-    let value = |name: &str, default: u64| -> u64 {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let (load, runs) = (value("--load-secs", 30), value("--runs", 3) as usize);
+    let (load, runs) = (
+        arg_value("--load-secs", 30),
+        arg_value("--runs", 3) as usize,
+    );
     let (all, md) = drain::run(
         pgtransit,
         || (cluster("source"), cluster("target")),
@@ -533,16 +520,18 @@ fn drain_bench(pgtransit: &Path) {
     eprintln!("wrote {}", dir.join("drain-latest.md").display());
 }
 
-/// `--lag [--load-secs N]`: see lag.rs.
+/// `--lag [--load-secs N] [--runs N]`: see lag.rs.
 fn lag_bench(pgtransit: &Path) {
-    let args: Vec<String> = std::env::args().collect();
-    let load = args
-        .iter()
-        .position(|a| a == "--load-secs")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(60);
-    let (all, md) = lag::run(pgtransit, || (cluster("source"), cluster("target")), load);
+    let (load, runs) = (
+        arg_value("--load-secs", 60),
+        arg_value("--runs", 3) as usize,
+    );
+    let (all, md) = lag::run(
+        pgtransit,
+        || (cluster("source"), cluster("target")),
+        load,
+        runs,
+    );
     println!("{md}");
     let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/results"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -553,4 +542,14 @@ fn lag_bench(pgtransit: &Path) {
     )
     .unwrap();
     eprintln!("wrote {}", dir.join("lag-latest.md").display());
+}
+
+/// The number after `name` on the command line, else `default`.
+fn arg_value(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
