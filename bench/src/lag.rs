@@ -1,11 +1,13 @@
-//! `pgtransit-bench --lag [--load-secs N]`: the apply's lag while the source runs pgbench at
-//! full speed (tpcb-like, -c4), for the native subscription and for pgtransit's worker, each
-//! alone on a fresh pair of sandboxes. The lag is sampled every 100 ms from outside, the same
-//! way for both: a heartbeat row on the source gets `clock_timestamp()` every 100 ms, and the
-//! target is asked every 100 ms how old the heartbeat it has applied is (both servers share
-//! this machine's clock). A sample is thus the apply's delay plus at most the heartbeat's
-//! 100 ms period. (The worker's own metrics are published every 2 s, too coarse to sample at
-//! 100 ms.)
+//! `pgtransit-bench --lag [--load-secs N] [--runs N]`: the apply's lag while the source runs
+//! pgbench at full speed (tpcb-like, -c4), for the native subscription and for pgtransit's
+//! apply, each alone on a fresh pair of sandboxes. The lag is sampled every 100 ms from
+//! outside, the same way for both: a heartbeat row on the source gets `clock_timestamp()`
+//! every 100 ms, and every 100 ms one query on the target reads the heartbeat it has applied
+//! and, through dblink, the source's current one. The lag is their difference: how far the
+//! target's content is behind the source's, in source time, whatever the writer's own
+//! delays (a starved heartbeat writer makes both sides old, not the apply late). The age of
+//! the applied heartbeat (now minus it) is kept too: it adds the writer's delays. (The
+//! worker's own metrics are published every 2 s, too coarse to sample at 100 ms.)
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -24,10 +26,13 @@ pub struct LagRun {
     /// pgbench transactions during the load.
     pub transactions: i64,
     pub samples: usize,
+    /// The target's heartbeat behind the source's.
     pub p50_seconds: f64,
     pub p90_seconds: f64,
     pub p99_seconds: f64,
     pub max_seconds: f64,
+    /// The age of the target's heartbeat (the lag plus the heartbeat writer's delays).
+    pub age_p99_seconds: f64,
     /// How long after the load the target had everything (heartbeat and content).
     pub catch_up_seconds: f64,
     /// Peak RSS of the pgtransit worker (pgtransit runs only), MiB.
@@ -45,8 +50,9 @@ fn run_ok(cmd: &mut Command, what: &str) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// psql on `c` running `sql` every 100 ms until killed; its output goes to `out`.
-fn every_100ms(c: &Cluster, db: &str, sql: &str, out: Stdio) -> Child {
+/// psql on `c` running `setup` once, then `sql` every 100 ms until killed; its output goes
+/// to `out`.
+fn every_100ms(c: &Cluster, db: &str, setup: &str, sql: &str, out: Stdio) -> Child {
     let mut child = Command::new(c.client_program("psql"))
         .args(["-X", "-q", "-At", "-h"])
         .arg(c.socket_dir())
@@ -58,7 +64,7 @@ fn every_100ms(c: &Cluster, db: &str, sql: &str, out: Stdio) -> Child {
         .expect("psql");
     use std::io::Write;
     let mut stdin = child.stdin.take().unwrap();
-    writeln!(stdin, "{sql} \\watch 0.1").unwrap();
+    writeln!(stdin, "{setup}\n{sql} \\watch 0.1").unwrap();
     // psql reads its input to the end before it stops: keep stdin open (leaked) while it
     // repeats the query.
     std::mem::forget(stdin);
@@ -165,13 +171,19 @@ fn once(
     let mut heartbeat = every_100ms(
         &source,
         DB,
+        "",
         "UPDATE hb SET ts = clock_timestamp() WHERE id = 1",
         Stdio::null(),
     );
     let mut sampler = every_100ms(
         &target,
         DB,
-        "SELECT extract(epoch FROM clock_timestamp() - ts) FROM hb",
+        &format!(
+            "CREATE EXTENSION IF NOT EXISTS dblink; SELECT dblink_connect('src', '{}');",
+            source.url(DB)
+        ),
+        "SELECT extract(epoch FROM s.ts - hb.ts) || ' ' || extract(epoch FROM clock_timestamp() - hb.ts) \
+         FROM hb, dblink('src', 'SELECT ts FROM hb') AS s(ts timestamptz)",
         Stdio::from(std::fs::File::create(&samples_file).unwrap()),
     );
     let out = run_ok(
@@ -207,12 +219,17 @@ fn once(
         .and_then(|v| v.split('/').next())
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
-    let mut lags: Vec<f64> = std::fs::read_to_string(&samples_file)
+    // Each sample line: the lag, then the heartbeat's age.
+    let (mut lags, mut ages): (Vec<f64>, Vec<f64>) = std::fs::read_to_string(&samples_file)
         .unwrap_or_default()
         .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
+        .filter_map(|l| {
+            let (a, b) = l.trim().split_once(' ')?;
+            Some((a.parse::<f64>().ok()?.max(0.0), b.parse::<f64>().ok()?))
+        })
+        .unzip();
     lags.sort_by(|a, b| a.total_cmp(b));
+    ages.sort_by(|a, b| a.total_cmp(b));
     let r = LagRun {
         engine: engine.into(),
         run,
@@ -223,18 +240,20 @@ fn once(
         p90_seconds: percentile(&lags, 0.90),
         p99_seconds: percentile(&lags, 0.99),
         max_seconds: lags.last().copied().unwrap_or(f64::NAN),
+        age_p99_seconds: percentile(&ages, 0.99),
         catch_up_seconds,
         worker_peak_rss_mib,
     };
     eprintln!(
         "   {engine} run {run}: {} transactions in {load_secs} s, {} samples: lag p50 {:.3} s, p90 {:.3} s, p99 {:.3} s, \
-         max {:.3} s; caught up {:.2} s after the load",
+         max {:.3} s (heartbeat age p99 {:.3} s); caught up {:.2} s after the load",
         r.transactions,
         r.samples,
         r.p50_seconds,
         r.p90_seconds,
         r.p99_seconds,
         r.max_seconds,
+        r.age_p99_seconds,
         r.catch_up_seconds
     );
     r
@@ -262,10 +281,11 @@ pub fn run(
     let mut md = format!(
         "Lag under a sustained full-speed load, same machine and sandboxes ({} cores): {load_secs} s of \
          pgbench -c4 -j2 (tpcb-like) on the source while the engine streams, each engine alone on a \
-         fresh pair; the lag sampled every 100 ms from a heartbeat row (see bench/src/lag.rs). Median \
-         of {runs} runs (the p99 of each run in brackets).\n\n| engine | transactions | samples | lag \
-         p50 | lag p90 | lag p99 | lag max | caught up after the load | worker peak RSS |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         fresh pair. Every 100 ms: how far the heartbeat row the target has applied is behind the \
+         source's (a heartbeat written every 100 ms; see bench/src/lag.rs), and the applied \
+         heartbeat's age. Median of {runs} runs (the p99 of each run in brackets).\n\n| engine | \
+         transactions | samples | lag p50 | lag p90 | lag p99 | lag max | heartbeat age p99 | caught \
+         up after the load | worker peak RSS |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0)
@@ -276,7 +296,7 @@ pub fn run(
         let each: Vec<String> = rs.iter().map(|r| format!("{:.2}", r.p99_seconds)).collect();
         let rss: Vec<f64> = rs.iter().filter_map(|r| r.worker_peak_rss_mib).collect();
         md.push_str(&format!(
-            "| {} | {:.0} | {:.0} | {:.3} s | {:.3} s | {:.3} s [{}] | {:.3} s | {:.2} s | {} |\n",
+            "| {} | {:.0} | {:.0} | {:.3} s | {:.3} s | {:.3} s [{}] | {:.3} s | {:.3} s | {:.2} s | {} |\n",
             if engine == "stream" {
                 "pgtransit cdc"
             } else {
@@ -289,6 +309,7 @@ pub fn run(
             m(|r| r.p99_seconds),
             each.join(", "),
             m(|r| r.max_seconds),
+            m(|r| r.age_p99_seconds),
             m(|r| r.catch_up_seconds),
             if rss.is_empty() {
                 "-".to_string()
