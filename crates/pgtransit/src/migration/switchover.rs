@@ -422,6 +422,7 @@ async fn move_writes(req: SwitchoverRequest, unfence: Option<Reopen>, say: Say) 
 /// Crash tests end the process right after a phase is recorded (the `failpoints` feature
 /// only; `FAILPOINTS=switchover-crash=return(PHASE)`).
 fn crash_point(phase: Phase) {
+    // Without the feature the fail point is empty and `phase` unused.
     let _ = phase;
     fail::fail_point!("switchover-crash", |arg: Option<String>| {
         if arg.as_deref() == Some(phase.as_str()) {
