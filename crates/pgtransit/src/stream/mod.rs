@@ -703,6 +703,10 @@ const METRICS_EVERY: Duration = Duration::from_secs(2);
 
 /// Source transactions that share one target commit at most.
 const GROUP_MAX: u64 = 200;
+/// A group stops waiting for more once it has been open this long: in a backlog, groups
+/// fill in milliseconds; when the apply is slowed (a busy target, a starved CPU), a full
+/// group would hold its first transactions back for as long as the group takes.
+const GROUP_MAX_AGE: Duration = Duration::from_millis(100);
 
 /// Source transactions applied in the open target transaction and not committed yet:
 /// small consecutive transactions share one target commit, which records the last one's
@@ -714,6 +718,8 @@ struct Group {
     /// Its source commit time (PostgreSQL microseconds).
     commit_time: i64,
     count: u64,
+    /// When its first transaction was taken.
+    opened: Instant,
 }
 
 impl Group {
@@ -723,13 +729,14 @@ impl Group {
             end,
             commit_time,
             count: group.map_or(0, |g| g.count) + 1,
+            opened: group.map_or_else(Instant::now, |g| g.opened),
         }
     }
 
-    /// Whether the group may wait for more: not full, and the caller's stop point not
-    /// reached.
+    /// Whether the group may wait for more: not full, not open for long, and the caller's
+    /// stop point not reached.
     fn may_wait(&self, reached: bool) -> bool {
-        self.count < GROUP_MAX && !reached
+        self.count < GROUP_MAX && self.opened.elapsed() < GROUP_MAX_AGE && !reached
     }
 
     /// Commit now when full, when the stop point is reached, or when nothing else is
@@ -754,6 +761,7 @@ async fn commit_group(
         end,
         commit_time,
         count,
+        ..
     }) = group.take()
     else {
         return Ok(());
@@ -868,6 +876,12 @@ mod tests {
             ..g
         };
         assert!(!full.may_wait(false) && full.commit_now(false, true));
+        // Open too long: committed although more are waiting.
+        let old = Group {
+            opened: Instant::now() - GROUP_MAX_AGE,
+            ..g
+        };
+        assert!(!old.may_wait(false) && old.commit_now(false, true));
     }
 
     #[test]
