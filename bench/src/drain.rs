@@ -64,7 +64,8 @@ const FINGERPRINT: &str = "SELECT (SELECT sum(abalance) FROM pgbench_accounts) |
     (SELECT coalesce(sum(k), 0) FROM m_keyed) || ' ' || (SELECT count(*) FROM m_full) || ' ' || \
     (SELECT coalesce(sum(length(b)), 0) FROM m_full)";
 
-fn run_ok(cmd: &mut Command, what: &str) -> String {
+/// Run a program and require success; its stdout.
+pub(crate) fn run_ok(cmd: &mut Command, what: &str) -> String {
     let o = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(
         o.status.success(),

@@ -14,6 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pgsandbox::Cluster;
+
+use crate::drain::run_ok;
 use serde::Serialize;
 
 const DB: &str = "lag";
@@ -37,17 +39,6 @@ pub struct LagRun {
     pub catch_up_seconds: f64,
     /// Peak RSS of the pgtransit worker (pgtransit runs only), MiB.
     pub worker_peak_rss_mib: Option<f64>,
-}
-
-fn run_ok(cmd: &mut Command, what: &str) -> String {
-    let o = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        o.status.success(),
-        "{what}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// psql on `c` running `setup` once, then `sql` every 100 ms until killed; its output goes

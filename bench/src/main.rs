@@ -508,16 +508,7 @@ fn drain_bench(pgtransit: &Path) {
         load,
         runs,
     );
-    println!("{md}");
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/results"));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("drain-latest.md"), &md).unwrap();
-    std::fs::write(
-        dir.join("drain-latest.json"),
-        serde_json::to_string_pretty(&all).unwrap(),
-    )
-    .unwrap();
-    eprintln!("wrote {}", dir.join("drain-latest.md").display());
+    write_results("drain", &md, &all);
 }
 
 /// `--lag [--load-secs N] [--runs N]`: see lag.rs.
@@ -532,16 +523,7 @@ fn lag_bench(pgtransit: &Path) {
         load,
         runs,
     );
-    println!("{md}");
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/results"));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("lag-latest.md"), &md).unwrap();
-    std::fs::write(
-        dir.join("lag-latest.json"),
-        serde_json::to_string_pretty(&all).unwrap(),
-    )
-    .unwrap();
-    eprintln!("wrote {}", dir.join("lag-latest.md").display());
+    write_results("lag", &md, &all);
 }
 
 /// The number after `name` on the command line, else `default`.
@@ -552,4 +534,18 @@ fn arg_value(name: &str, default: u64) -> u64 {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// Print a bench's table, and write it and its runs to bench/results/NAME-latest.{md,json}.
+fn write_results(name: &str, md: &str, runs: &impl Serialize) {
+    println!("{md}");
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/results"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}-latest.md")), md).unwrap();
+    std::fs::write(
+        dir.join(format!("{name}-latest.json")),
+        serde_json::to_string_pretty(runs).unwrap(),
+    )
+    .unwrap();
+    eprintln!("wrote {}", dir.join(format!("{name}-latest.md")).display());
 }
