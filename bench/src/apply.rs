@@ -1,7 +1,8 @@
 //! `pgtransit-bench --apply`: the change apply of the native subscription against
 //! pgtransit's `cdc`, on the same two sandboxes: one transaction inserting 1M rows, one
 //! updating them, one deleting them (time from the source commit until the target has it),
-//! and pgbench at full speed (lag at the end, time to catch up).
+//! and pgbench at full speed (lag at the end, time to catch up). Each engine gets a fresh
+//! pair of sandboxes; `--runs N` repeats the whole and the table shows the medians.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -9,16 +10,21 @@ use std::time::{Duration, Instant};
 use pgsandbox::Cluster;
 use serde::Serialize;
 
+use crate::median;
+
 const DB: &str = "apply";
 
 #[derive(Serialize, Clone)]
 pub struct ApplyRun {
+    pub run: usize,
     pub engine: String,
     pub case: String,
     pub seconds: f64,
     pub rows_per_second: Option<f64>,
     /// pgbench: transactions the target did not have yet when the load stopped.
     pub behind: Option<i64>,
+    /// pgtransit: the worker's peak resident set (VmHWM) over the whole run, MiB.
+    pub worker_peak_rss_mib: Option<f64>,
 }
 
 fn wait_until(target: &Cluster, sql: &str, want: &str, limit: Duration) -> f64 {
@@ -38,6 +44,7 @@ fn wait_until(target: &Cluster, sql: &str, want: &str, limit: Duration) -> f64 {
 
 /// The three 1M-row transactions, each timed from its commit until the target shows it.
 fn big_transactions(
+    run: usize,
     engine: &str,
     source: &Cluster,
     target: &Cluster,
@@ -50,11 +57,13 @@ fn big_transactions(
         let s = wait_until(target, check, &want, limit);
         eprintln!("   {engine}: {name}: {s:.1} s after commit");
         out.push(ApplyRun {
+            run,
             engine: engine.into(),
             case: name.into(),
             seconds: s,
             rows_per_second: Some(rows as f64 / s.max(0.001)),
             behind: None,
+            worker_peak_rss_mib: None,
         });
     };
     case(
@@ -79,6 +88,7 @@ fn big_transactions(
 
 /// pgbench at full speed for `secs`; then the lag and the time to catch up.
 fn pgbench_load(
+    run: usize,
     engine: &str,
     source: &Cluster,
     target: &Cluster,
@@ -123,11 +133,13 @@ fn pgbench_load(
     );
     eprintln!("   {engine}: pgbench {secs} s ({txns:.0} transactions): {behind} behind at the end, caught up {catch_up:.2} s after the load stopped");
     out.push(ApplyRun {
+        run,
         engine: engine.into(),
         case: format!("pgbench {secs} s at full speed: catch-up after it stops"),
         seconds: catch_up,
         rows_per_second: Some(txns / secs as f64),
         behind: Some(behind),
+        worker_peak_rss_mib: None,
     });
 }
 
@@ -141,14 +153,102 @@ fn pgtransit(bin: &std::path::Path, args: &[String]) {
     );
 }
 
-/// Run both engines; returns the runs.
+/// Both engines, `runs` times; every case of every run, and the markdown table of the
+/// medians.
 pub fn run(
     bin: &std::path::Path,
     make: impl Fn() -> (Cluster, Cluster),
     rows: u64,
     load_secs: u64,
-) -> Vec<ApplyRun> {
-    let mut out = Vec::new();
+    runs: usize,
+) -> (Vec<ApplyRun>, String) {
+    let mut all = Vec::new();
+    for run in 1..=runs {
+        eprintln!("== apply run {run} of {runs}");
+        once(bin, &make, rows, load_secs, run, &mut all);
+    }
+    let md = table(&all, load_secs, runs);
+    (all, md)
+}
+
+/// Each case's median per engine, the ratio of the medians and each run's ratio.
+fn table(all: &[ApplyRun], load_secs: u64, runs: usize) -> String {
+    let mut md = format!(
+        "Change apply, same machine and sandboxes ({} cores), median of {runs} runs, each engine on a \
+         fresh pair. Time from the source commit until the target shows the transaction; for pgbench, \
+         time to catch up once a {load_secs} s full-speed load stops (the rate column is then \
+         pgbench's transactions/s, and the transactions the target lacked when the load stopped). \
+         Ratio = native / pgtransit, of the medians (each run's in brackets).\n\n\
+         | case | native subscription | pgtransit cdc | ratio |\n|---|---:|---:|---:|\n",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    let mut cases: Vec<&str> = Vec::new();
+    for r in all {
+        if !cases.contains(&r.case.as_str()) {
+            cases.push(&r.case);
+        }
+    }
+    let of = |engine: &str, case: &str| -> Vec<&ApplyRun> {
+        all.iter()
+            .filter(|r| r.engine.starts_with(engine) && r.case == case)
+            .collect()
+    };
+    let cell = |rs: &[&ApplyRun]| -> String {
+        let m = |f: fn(&ApplyRun) -> Option<f64>| {
+            let v: Vec<f64> = rs.iter().filter_map(|r| f(r)).collect();
+            (!v.is_empty()).then(|| median(v))
+        };
+        let seconds = m(|r| Some(r.seconds)).unwrap_or(0.0);
+        match (m(|r| r.rows_per_second), m(|r| r.behind.map(|b| b as f64))) {
+            (Some(rate), Some(behind)) => {
+                format!("{seconds:.2} s ({rate:.0}/s, {behind:.0} behind)")
+            }
+            (Some(rate), None) => format!("{seconds:.1} s ({rate:.0}/s)"),
+            _ => format!("{seconds:.1} s"),
+        }
+    };
+    for case in cases {
+        let (n, p) = (of("native", case), of("pgtransit", case));
+        if n.is_empty() || p.is_empty() {
+            continue;
+        }
+        let med = |rs: &[&ApplyRun]| median(rs.iter().map(|r| r.seconds).collect());
+        let each: Vec<String> = n
+            .iter()
+            .filter_map(|a| {
+                let b = p.iter().find(|b| b.run == a.run)?;
+                Some(format!("{:.2}", a.seconds / b.seconds.max(0.001)))
+            })
+            .collect();
+        md.push_str(&format!(
+            "| {case} | {} | {} | {:.2}x [{}] |\n",
+            cell(&n),
+            cell(&p),
+            med(&n) / med(&p).max(0.001),
+            each.join(", ")
+        ));
+    }
+    let rss = all
+        .iter()
+        .filter_map(|r| r.worker_peak_rss_mib)
+        .fold(0.0, f64::max);
+    md.push_str(&format!(
+        "\nPeak RSS of the pgtransit cdc worker over all runs (VmHWM): {rss:.0} MiB.\n"
+    ));
+    md
+}
+
+/// One run of both engines, each on a fresh pair of sandboxes.
+fn once(
+    bin: &std::path::Path,
+    make: &impl Fn() -> (Cluster, Cluster),
+    rows: u64,
+    load_secs: u64,
+    run: usize,
+    out: &mut Vec<ApplyRun>,
+) {
     for engine in ["native subscription", "pgtransit cdc"] {
         eprintln!("-- apply: {engine}");
         let (source, target) = make();
@@ -192,13 +292,16 @@ pub fn run(
                     .unwrap(),
             );
         }
-        big_transactions(engine, &source, &target, rows, &mut out);
-        pgbench_load(engine, &source, &target, load_secs, &mut out);
+        big_transactions(run, engine, &source, &target, rows, out);
+        pgbench_load(run, engine, &source, &target, load_secs, out);
         if let Some(mut w) = worker {
+            let rss = crate::lag::peak_rss_mib(w.id());
+            if let Some(last) = out.last_mut() {
+                last.worker_peak_rss_mib = rss;
+            }
             // SIGTERM: the worker stops gracefully.
             unsafe { libc::kill(w.id() as i32, libc::SIGTERM) };
             let _ = w.wait();
         }
     }
-    out
 }

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use pgsandbox::Cluster;
 use serde::Serialize;
 
+use crate::{median, peak_child_rss_mib};
+
 const DB: &str = "drain";
 
 #[derive(Serialize, Clone, Debug)]
@@ -30,13 +32,6 @@ pub struct DrainRun {
     /// The largest resident set of any program this bench ran and waited for so far
     /// (pgtransit's copy and drain, psql, pgbench; not the servers), in MiB.
     pub peak_child_rss_mib: f64,
-}
-
-/// getrusage(RUSAGE_CHILDREN).ru_maxrss: the peak RSS of the largest waited-for child.
-fn peak_child_rss_mib() -> f64 {
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
-    u.ru_maxrss as f64 / 1024.0
 }
 
 const MIXED_SETUP: &str = "CREATE TABLE m_keyed (k bigint PRIMARY KEY, v int, note text);\n\
@@ -257,11 +252,6 @@ fn mib(bytes: i64) -> String {
     format!("{:.0} MiB", bytes as f64 / 1048576.0)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 /// Every run of both backlogs, and the markdown table of their medians.
 pub fn run(
     bin: &Path,
@@ -279,7 +269,7 @@ pub fn run(
         "Draining a backlog, same machine and sandboxes ({} cores): {load_secs} s of pgbench -c4 \
          (tpcb-like, or the mixed script) written while every consumer was stopped, then each drains \
          it alone until the target's content is the source's. Median of {runs} runs; ratio = native / \
-         pgtransit.\n\n| backlog | transactions | WAL | source decoding alone | native subscription | \
+         pgtransit (each run's in brackets).\n\n| backlog | transactions | WAL | source decoding alone | native subscription | \
          pgtransit cdc | ratio |\n|---|---:|---:|---:|---:|---:|---:|\n",
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -289,12 +279,17 @@ pub fn run(
         let rs: Vec<&DrainRun> = all.iter().filter(|r| r.backlog == backlog).collect();
         let m = |f: fn(&DrainRun) -> f64| median(rs.iter().map(|r| f(r)).collect());
         let (native, ours) = (m(|r| r.native_seconds), m(|r| r.pgtransit_seconds));
+        let each: Vec<String> = rs
+            .iter()
+            .map(|r| format!("{:.2}", r.native_seconds / r.pgtransit_seconds.max(0.001)))
+            .collect();
         md.push_str(&format!(
-            "| {backlog} | {:.0} | {} | {:.2} s | {native:.2} s | {ours:.2} s | {:.2}x |\n",
+            "| {backlog} | {:.0} | {} | {:.2} s | {native:.2} s | {ours:.2} s | {:.2}x [{}] |\n",
             m(|r| r.transactions as f64),
             mib(m(|r| r.wal_bytes as f64) as i64),
             m(|r| r.decode_seconds),
-            native / ours.max(0.001)
+            native / ours.max(0.001),
+            each.join(", ")
         ));
     }
     md.push_str(&format!(

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use pgsandbox::Cluster;
 
 use crate::drain::run_ok;
+use crate::median;
 use serde::Serialize;
 
 const DB: &str = "lag";
@@ -63,7 +64,7 @@ fn every_100ms(c: &Cluster, db: &str, setup: &str, sql: &str, out: Stdio) -> Chi
 }
 
 /// VmHWM of a running process, MiB.
-fn peak_rss_mib(pid: u32) -> Option<f64> {
+pub(crate) fn peak_rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: f64 = status
         .lines()
@@ -248,11 +249,6 @@ fn once(
         r.catch_up_seconds
     );
     r
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 /// Both engines under the same load, `runs` times each, and the markdown table of the

@@ -440,60 +440,16 @@ fn report(o: &Options, runs: &[Run], size: &str, big_size: &str, _max_jobs: u32)
     eprintln!("results written to {}", o.out.display());
 }
 
-/// `--apply [--rows N] [--load-secs N]`: native subscription against pgtransit cdc.
+/// `--apply [--rows N] [--load-secs N] [--runs N]`: see apply.rs.
 fn apply_bench(pgtransit: &Path) {
-    let rows = arg_value("--rows", 1_000_000);
-    let load = arg_value("--load-secs", 60);
-    let runs = apply::run(
+    let (all, md) = apply::run(
         pgtransit,
         || (cluster("source"), cluster("target")),
-        rows,
-        load,
+        arg_value("--rows", 1_000_000),
+        arg_value("--load-secs", 60),
+        arg_value("--runs", 3) as usize,
     );
-    let mut md = format!(
-        "Change apply, same machine and sandboxes ({} cores), one run. Time from the source commit until \
-         the target shows the transaction; for pgbench, time to catch up once a {load} s full-speed load stops \
-         (the rate column is then pgbench's transactions/s, and the transactions the target lacked when the load stopped). Ratio = native / pgtransit.\n\n\
-         | case | native subscription | pgtransit cdc | ratio |\n|---|---:|---:|---:|\n",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
-    );
-    let cases: Vec<String> = runs
-        .iter()
-        .filter(|r| r.engine.starts_with("native"))
-        .map(|r| r.case.clone())
-        .collect();
-    for case in cases {
-        let get = |engine: &str| {
-            runs.iter()
-                .find(|r| r.engine.starts_with(engine) && r.case == case)
-        };
-        let (Some(n), Some(p)) = (get("native"), get("pgtransit")) else {
-            continue;
-        };
-        let fmt = |r: &apply::ApplyRun| match (r.rows_per_second, r.behind) {
-            (Some(rate), Some(behind)) => {
-                format!("{:.2} s ({:.0}/s, {behind} behind)", r.seconds, rate)
-            }
-            (Some(rate), None) => format!("{:.1} s ({:.0}/s)", r.seconds, rate),
-            _ => format!("{:.1} s", r.seconds),
-        };
-        md.push_str(&format!(
-            "| {case} | {} | {} | {:.2}x |\n",
-            fmt(n),
-            fmt(p),
-            n.seconds / p.seconds.max(0.001)
-        ));
-    }
-    println!("{md}");
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/results"));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("apply-latest.md"), &md).unwrap();
-    std::fs::write(
-        dir.join("apply-latest.json"),
-        serde_json::to_string_pretty(&runs).unwrap(),
-    )
-    .unwrap();
-    eprintln!("results written to {}", dir.display());
+    write_results("apply", &md, &all);
 }
 
 /// `--drain [--load-secs N] [--runs N]`: see drain.rs.
@@ -534,6 +490,19 @@ fn arg_value(name: &str, default: u64) -> u64 {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// The median of some runs' values (the upper one of an even count).
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// getrusage(RUSAGE_CHILDREN).ru_maxrss: the peak RSS of the largest waited-for child, MiB.
+pub(crate) fn peak_child_rss_mib() -> f64 {
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
+    u.ru_maxrss as f64 / 1024.0
 }
 
 /// Print a bench's table, and write it and its runs to bench/results/NAME-latest.{md,json}.

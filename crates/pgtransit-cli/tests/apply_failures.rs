@@ -133,6 +133,51 @@ fn a_row_missing_on_the_target_stops_the_apply_and_names_table_key_and_lsn() {
     pt_ok(home.path(), &["terminate", "miss", "--force"]);
 }
 
+/// A keyless REPLICA IDENTITY FULL table is changed by set statements: two deletes of two
+/// equal rows must find two rows, and one of them gone on the target stops the apply,
+/// naming the row, with nothing of the transaction committed.
+#[test]
+fn an_equal_row_missing_from_a_full_identity_table_stops_the_apply() {
+    let p = empty_pair(
+        "CREATE TABLE bag (a int, b text); ALTER TABLE bag REPLICA IDENTITY FULL; \
+         INSERT INTO bag VALUES (1, 'x'), (1, 'x'), (2, 'y');",
+    );
+    let home = tempfile::tempdir().unwrap();
+    start(home.path(), &p, "bag", "stream", &[]);
+    p.target
+        .psql(
+            DB,
+            "DELETE FROM bag WHERE ctid = (SELECT ctid FROM bag WHERE a = 1 LIMIT 1)",
+        )
+        .unwrap();
+    p.source
+        .psql(
+            DB,
+            "BEGIN; UPDATE bag SET b = 'z' WHERE a = 2; DELETE FROM bag WHERE a = 1; COMMIT",
+        )
+        .unwrap();
+    let d = wait_failed(home.path(), "bag", Duration::from_secs(30));
+    let why = reason(&d);
+    assert!(
+        why.contains("the target differs from the source")
+            && why.contains(
+                "deleting from \"public\".\"bag\" found no row (\"a\", \"b\")=('1', 'x')"
+            )
+            && !why.contains("rows of that statement are missing")
+            && regex_lsn(&why),
+        "{why}"
+    );
+    assert_eq!(
+        p.target
+            .psql(DB, "SELECT string_agg(a || b, ',' ORDER BY a) FROM bag")
+            .unwrap()
+            .trim(),
+        "1x,2y",
+        "nothing of the transaction committed"
+    );
+    pt_ok(home.path(), &["terminate", "bag", "--force"]);
+}
+
 /// `... committing at 0/1A2B3C4)`.
 fn regex_lsn(s: &str) -> bool {
     s.split("committing at ").nth(1).is_some_and(|rest| {

@@ -16,7 +16,9 @@
 //! checked and only triggers enabled ALWAYS or REPLICA fire, so within one target
 //! transaction the changes of different tables may overtake each other without changing
 //! what the commit holds; the changes of one table always keep their order. Tables with
-//! such triggers are not reordered at all.
+//! such triggers are not reordered at all. A REPLICA IDENTITY FULL table without a unique
+//! index on the target is the exception: its rows are a multiset, and its changes go out
+//! as one run of set statements (`full`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use bytes::Bytes;
 use pgoutput::{Delete, Insert, OldTuple, Truncate, Tuple, Update, Value};
 use tokio_postgres::Statement;
 
+use super::full::{self, FullRun};
 use super::pipeline::{Expected, Pipeline, Sent};
 use super::tables::Table;
 use super::text::TextValue;
@@ -59,6 +62,19 @@ enum Kind {
         set_cols: Vec<usize>,
     },
     Delete,
+    /// Any change of a FULL-identity table whose run waits in `Applier::full`.
+    Full,
+}
+
+/// A change joining a FULL-identity table's run.
+enum FullChange {
+    Insert(Vec<Value>),
+    Update {
+        old: Vec<Value>,
+        new: Vec<Value>,
+        write: Vec<bool>,
+    },
+    Delete(Vec<Value>),
 }
 
 type Key = Vec<Option<Bytes>>;
@@ -92,6 +108,8 @@ pub struct Applier {
     unresolved: HashMap<u32, String>,
     statements: HashMap<(u32, String), Statement>,
     waiting: Vec<Waiting>,
+    /// The runs of FULL-identity tables waiting (each also has its place in `waiting`).
+    full: HashMap<u32, FullRun>,
     waiting_rows: usize,
     pub counts: Counts,
     /// Which target types have an equality operator (by type oid), for FULL identity.
@@ -126,6 +144,7 @@ impl Applier {
             unresolved: HashMap::new(),
             statements: HashMap::new(),
             waiting: Vec::new(),
+            full: HashMap::new(),
             waiting_rows: 0,
             counts: Counts::default(),
             equality: HashMap::new(),
@@ -138,6 +157,7 @@ impl Applier {
     pub fn reset(&mut self) {
         self.statements.clear();
         self.waiting.clear();
+        self.full.clear();
         self.waiting_rows = 0;
     }
 
@@ -207,6 +227,23 @@ impl Applier {
         t.idempotent_until.is_none_or(|l| lsn >= l)
     }
 
+    /// The old row of a change that joins its table's FULL run: a table that may batch
+    /// them, a whole old row with every value sent, and a change outside a resumed copy's
+    /// window (where a row may be missing, or there twice).
+    fn full_old(t: &Table, old: Option<&OldTuple>, lsn: u64) -> Option<Vec<Value>> {
+        match old {
+            Some(OldTuple::Full(row))
+                if t.batch_full
+                    && Self::strict(t, lsn)
+                    && row.0.len() == t.columns.len()
+                    && !row.0.iter().any(|v| matches!(v, Value::UnchangedToast)) =>
+            {
+                Some(row.0.clone())
+            }
+            _ => None,
+        }
+    }
+
     /// A change that cannot be matched: the source sent no key for it.
     fn no_key(t: &Table, what: &str, lsn: u64) -> Error {
         Error::failed(format!(
@@ -238,6 +275,10 @@ impl Applier {
                 m.new.0.len()
             )));
         }
+        if !idempotent && self.full.contains_key(&m.relation) {
+            let change = FullChange::Insert(m.new.0);
+            return self.wait_full(p, m.relation, change, commit_lsn).await;
+        }
         self.wait(
             p,
             m.relation,
@@ -262,6 +303,26 @@ impl Applier {
         let t = Arc::clone(self.table(m.relation)?);
         if !t.full_identity && !t.key.iter().any(|&k| k) {
             return Err(Self::no_key(&t, "an UPDATE of", commit_lsn));
+        }
+        if let Some(old) = Self::full_old(&t, m.old.as_ref(), commit_lsn) {
+            if m.new.0.len() == old.len() {
+                // Every new value, an unchanged TOAST one taken from the old row (which
+                // FULL sends whole), so that a later change can be matched against it.
+                let write: Vec<bool> = (0..old.len())
+                    .map(|i| !matches!(m.new.0[i], Value::UnchangedToast) && !t.always_identity[i])
+                    .collect();
+                if !write.contains(&true) {
+                    return Ok(());
+                }
+                let new = (m.new.0.into_iter().zip(&old))
+                    .map(|(v, o)| match v {
+                        Value::UnchangedToast => o.clone(),
+                        v => v,
+                    })
+                    .collect();
+                let change = FullChange::Update { old, new, write };
+                return self.wait_full(p, m.relation, change, commit_lsn).await;
+            }
         }
         if !t.full_identity && m.old.is_none() && t.batch_updates {
             let set_cols: Vec<usize> = (0..m.new.0.len())
@@ -335,6 +396,10 @@ impl Applier {
             return Ok(());
         }
         let t = Arc::clone(self.table(m.relation)?);
+        if let Some(old) = Self::full_old(&t, Some(&m.old), commit_lsn) {
+            let change = FullChange::Delete(old);
+            return self.wait_full(p, m.relation, change, commit_lsn).await;
+        }
         if !t.full_identity {
             if !t.key.iter().any(|&k| k) {
                 return Err(Self::no_key(&t, "a DELETE from", commit_lsn));
@@ -538,6 +603,112 @@ impl Applier {
         self.bound_memory(p).await
     }
 
+    /// Add a change to its FULL table's run, which starts with the inserts already waiting
+    /// for the table (any other waiting statement of it goes first).
+    async fn wait_full(
+        &mut self,
+        p: &mut Pipeline,
+        oid: u32,
+        change: FullChange,
+        lsn: u64,
+    ) -> Result<(), Error> {
+        if self.waiting.iter().any(|w| w.oid != oid && !w.foldable) {
+            self.flush(p).await?;
+        }
+        if !self.full.contains_key(&oid) {
+            let mut run = FullRun::default();
+            if let Some(i) = self.waiting.iter().position(|w| w.oid == oid) {
+                let w = self.waiting.remove(i);
+                if w.kind == (Kind::Insert { idempotent: false }) && !w.copying {
+                    self.waiting_rows -= w.rows.len();
+                    self.counts.inserts += w.rows.len() as u64;
+                    for row in w.rows {
+                        run.insert(row);
+                    }
+                } else {
+                    self.send(p, w).await?;
+                }
+            }
+            self.waiting_rows += run.rows();
+            self.full.insert(oid, run);
+            self.waiting.push(Waiting {
+                oid,
+                kind: Kind::Full,
+                foldable: true,
+                rows: Vec::new(),
+                lsns: Vec::new(),
+                keys: HashMap::new(),
+                copying: false,
+            });
+        }
+        let run = self.full.get_mut(&oid).expect("the table's run");
+        let before = run.rows();
+        match change {
+            FullChange::Insert(row) => {
+                run.insert(row);
+                self.counts.inserts += 1;
+            }
+            FullChange::Update { old, new, write } => {
+                run.update(old, new, write, lsn);
+                self.counts.updates += 1;
+            }
+            FullChange::Delete(old) => {
+                run.delete(old, lsn);
+                self.counts.deletes += 1;
+            }
+        }
+        self.waiting_rows = self.waiting_rows - before + run.rows();
+        self.bound_memory(p).await
+    }
+
+    /// A FULL table's run: its removals of rows that were there before it, then its
+    /// inserts, each kind in statements of many rows (the inserts of a long run as a COPY).
+    async fn send_full(&mut self, p: &mut Pipeline, oid: u32, run: FullRun) -> Result<(), Error> {
+        let t = Arc::clone(self.table(oid)?);
+        let width = t.columns.len();
+        let parts = run.into_parts();
+        let removals = [
+            (parts.deletes, width + 2, "deleting from"),
+            (parts.updates, 2 * width + 2, "updating"),
+        ];
+        for (changes, params_per_row, what) in removals {
+            for chunk in changes.chunks(rows_per_statement(params_per_row)) {
+                let set = (what == "updating").then(|| full::written(&t, chunk));
+                let s = full::removal(&t, chunk, set.as_deref());
+                let expected = chunk
+                    .iter()
+                    .map(|c| Expected {
+                        key: c.old.clone(),
+                        lsn: c.lsn,
+                        strict: true,
+                    })
+                    .collect();
+                let sent = sent_rows(format!("{what} {}", t.name), expected, t.key_names());
+                let params = s.params.iter().map(text).collect();
+                self.checked(p, oid, s.key, s.sql, params, sent).await?;
+            }
+        }
+        if parts.inserts.len() > BATCH_ROWS {
+            let st = self.copy_statement(p, &t, oid).await?;
+            p.copy_begin(&st, oid, format!("copying into {}", t.name))
+                .await?;
+            for row in &parts.inserts {
+                p.copy_row(row).await?;
+            }
+            return p.copy_end().await;
+        }
+        for chunk in parts.inserts.chunks(rows_per_statement(width)) {
+            let n = chunk.len();
+            let st = self
+                .statement(p, oid, format!("I{n}"), || insert_sql(&t, n, false))
+                .await?;
+            let params = chunk.iter().flat_map(|r| r.iter().map(text)).collect();
+            let sent = Sent::plain(format!("inserting into {}", t.name));
+            p.execute(&st, params, sent).await?;
+        }
+        Ok(())
+    }
+
     async fn bound_memory(&mut self, p: &mut Pipeline) -> Result<(), Error> {
         if self.waiting_rows > MAX_WAITING_ROWS {
             self.flush(p).await?;
@@ -554,11 +725,7 @@ impl Applier {
         row: Vec<Value>,
     ) -> Result<(), Error> {
         let t = Arc::clone(self.table(w.oid)?);
-        let st = self
-            .statement(p, w.oid, "C".into(), || {
-                format!("COPY {} ({}) FROM STDIN", t.name, t.columns.join(", "))
-            })
-            .await?;
+        let st = self.copy_statement(p, &t, w.oid).await?;
         p.copy_begin(&st, w.oid, format!("copying into {}", t.name))
             .await?;
         self.waiting_rows -= w.rows.len();
@@ -576,9 +743,26 @@ impl Applier {
         Ok(())
     }
 
+    async fn copy_statement(
+        &mut self,
+        p: &mut Pipeline,
+        t: &Table,
+        oid: u32,
+    ) -> Result<Statement, Error> {
+        self.statement(p, oid, "C".into(), || {
+            format!("COPY {} ({}) FROM STDIN", t.name, t.columns.join(", "))
+        })
+        .await
+    }
+
     /// One table's waiting changes as one statement, each value cast to its column's type
     /// where it is joined against.
     async fn send(&mut self, p: &mut Pipeline, w: Waiting) -> Result<(), Error> {
+        if w.kind == Kind::Full {
+            let run = self.full.remove(&w.oid).unwrap_or_default();
+            self.waiting_rows -= run.rows();
+            return self.send_full(p, w.oid, run).await;
+        }
         if w.copying {
             if p.copying() == Some(w.oid) {
                 p.copy_end().await?;
@@ -638,14 +822,21 @@ impl Applier {
                 self.checked(p, w.oid, format!("DB{n}"), sql, params, sent)
                     .await?;
             }
+            Kind::Full => unreachable!("a FULL run is sent by send_full"),
         }
         match w.kind {
             Kind::Insert { .. } => self.counts.inserts += n as u64,
             Kind::Update { .. } => self.counts.updates += n as u64,
             Kind::Delete => self.counts.deletes += n as u64,
+            Kind::Full => {}
         }
         Ok(())
     }
+}
+
+/// How many rows of `params_per_row` parameters one statement takes.
+fn rows_per_statement(params_per_row: usize) -> usize {
+    BATCH_ROWS.min(MAX_PARAMS / params_per_row.max(1)).max(1)
 }
 
 /// `$first, $first+1, ...` as one VALUES tuple per row, cast where the types are given;
@@ -844,6 +1035,7 @@ mod tests {
             idempotent_until: None,
             foldable: true,
             batch_updates: true,
+            batch_full: false,
         }
     }
 

@@ -6,6 +6,7 @@
 //! origin's position.
 
 mod apply;
+mod full;
 mod pipeline;
 mod shown;
 mod tables;

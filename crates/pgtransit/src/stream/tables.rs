@@ -50,6 +50,10 @@ pub struct Table {
     /// one (valid row by row on the source) would collide inside one statement, so such
     /// tables get their updates one by one, in source order.
     pub batch_updates: bool,
+    /// REPLICA IDENTITY FULL, a plain table, no trigger firing and no unique index or
+    /// exclusion constraint at all on the target: its changes may go out as set statements
+    /// of a run (`full`), rows found by one scan per statement instead of one per row.
+    pub batch_full: bool,
 }
 
 impl Table {
@@ -151,6 +155,10 @@ pub async fn resolve(
         None => (None, None),
     };
     let partitioned = relkind == "p";
+    let batch_full = full_identity
+        && !fires
+        && !partitioned
+        && !unique_beyond_key(target, version, relid, &[]).await?;
     Ok(Table {
         only_name: if partitioned {
             name.clone()
@@ -175,6 +183,7 @@ pub async fn resolve(
         idempotent_until,
         foldable: !fires,
         batch_updates,
+        batch_full,
     })
 }
 
