@@ -33,6 +33,17 @@ DELETE FROM _app.nokey WHERE b IS NULL AND a % 2 = 0;
 UPDATE _app.nokey SET b = 'was null' WHERE b IS NULL;
 ";
 
+/// Each table's content is the same on both sides.
+fn assert_equal_tables(p: &Pair, tables: &[&str]) {
+    for table in tables {
+        assert_eq!(
+            content_hash(&p.source, table),
+            content_hash(&p.target, table),
+            "content of {table}"
+        );
+    }
+}
+
 #[test]
 fn copy_then_stream_a_mixed_workload_to_equal_tables() {
     let p = hard_pair();
@@ -88,13 +99,7 @@ fn copy_then_stream_a_mixed_workload_to_equal_tables() {
 
     let mut tables: Vec<&str> = TABLES.to_vec();
     tables.extend(["public.keyed", "public.wiped"]);
-    for table in tables {
-        assert_eq!(
-            content_hash(&p.source, table),
-            content_hash(&p.target, table),
-            "content of {table}"
-        );
-    }
+    assert_equal_tables(&p, &tables);
     assert_eq!(
         p.target
             .psql(DB, "SELECT count(*) FROM wiped")
@@ -157,13 +162,7 @@ fn triggers_that_fire_in_the_apply_see_every_change_in_order() {
         want.join(","),
         "the trigger saw every update in order"
     );
-    for table in ["public.audited", "public.plain"] {
-        assert_eq!(
-            content_hash(&p.source, table),
-            content_hash(&p.target, table),
-            "content of {table}"
-        );
-    }
+    assert_equal_tables(&p, &["public.audited", "public.plain"]);
 }
 
 /// Long runs of inserts go through COPY: values with the characters COPY treats specially,
@@ -200,13 +199,7 @@ fn long_insert_runs_arrive_intact_through_copy() {
         )
         .unwrap();
     ok(&["cdc", "-t", t, "--until", "now"]);
-    for table in ["public.bulk", "public.other"] {
-        assert_eq!(
-            content_hash(&p.source, table),
-            content_hash(&p.target, table),
-            "content of {table}"
-        );
-    }
+    assert_equal_tables(&p, &["public.bulk", "public.other"]);
     assert_eq!(
         p.target
             .psql(DB, "SELECT count(*), count(t) FROM bulk")
@@ -285,13 +278,7 @@ fn full_identity_tables_change_as_multisets() {
     );
     p.source.psql(DB, &sql).unwrap();
     ok(&["cdc", "-t", t, "--until", "now"]);
-    for table in ["public.bag", "public.uniq"] {
-        assert_eq!(
-            content_hash(&p.source, table),
-            content_hash(&p.target, table),
-            "content of {table}"
-        );
-    }
+    assert_equal_tables(&p, &["public.bag", "public.uniq"]);
     assert_eq!(
         p.target
             .psql(DB, "SELECT count(*) FILTER (WHERE b = 'one of forty'), count(*) FILTER (WHERE a = 4 AND b = 'x') FROM bag")
