@@ -945,6 +945,8 @@ fn locate(t: &Table, old: Option<&OldTuple>, new: Option<&Tuple>, first: usize) 
         .or(new)
         .expect("a tuple to locate the row");
     let mut conds = Vec::new();
+    // FULL: of the rows equal to the old ones, those that are also written the same way.
+    let mut exact = Vec::new();
     let mut at = Locate {
         clause: String::new(),
         mask: String::new(),
@@ -964,6 +966,9 @@ fn locate(t: &Table, old: Option<&OldTuple>, new: Option<&Tuple>, first: usize) 
             conds.push(format!("{col} = ${p}"));
         } else if t.equality[i] {
             conds.push(format!("{col} IS NOT DISTINCT FROM ${p}::{typ}"));
+            exact.push(format!(
+                "{col}::text IS NOT DISTINCT FROM ${p}::{typ}::text"
+            ));
         } else {
             conds.push(format!(
                 "{col}::text IS NOT DISTINCT FROM ${p}::{typ}::text"
@@ -980,16 +985,25 @@ fn locate(t: &Table, old: Option<&OldTuple>, new: Option<&Tuple>, first: usize) 
     } else {
         conds.join(" AND ")
     };
+    // Equal is not always the same: numeric 1.0 = 1.00, float -0 = 0, a case-insensitive
+    // type's 'A' = 'a'. Of several equal rows, the one written as the source's old row was
+    // is the one the source changed; taking any other would leave both sides equal by the
+    // operator but different in content.
+    let order = if exact.is_empty() {
+        String::new()
+    } else {
+        format!(" ORDER BY ({}) DESC", exact.join(" AND "))
+    };
     at.clause = if !t.full_identity {
         cond
     } else if t.partitioned {
         format!(
-            "(tableoid, ctid) = (SELECT tableoid, ctid FROM {} WHERE {cond} LIMIT 1)",
+            "(tableoid, ctid) = (SELECT tableoid, ctid FROM {} WHERE {cond}{order} LIMIT 1)",
             t.name
         )
     } else {
         format!(
-            "ctid = (SELECT ctid FROM {} WHERE {cond} LIMIT 1)",
+            "ctid = (SELECT ctid FROM {} WHERE {cond}{order} LIMIT 1)",
             t.only_name
         )
     };

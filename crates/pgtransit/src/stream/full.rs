@@ -26,7 +26,8 @@
 //!
 //! Values are compared by their bytes from the source when folding (a row the run added is
 //! found again by the very values the source sends for it), and by the target's equality
-//! operators when matching rows already in the table, NULL-safe.
+//! operators when matching rows already in the table, NULL-safe, rows also written as the
+//! old values were taken first.
 
 use std::collections::HashMap;
 
@@ -268,9 +269,20 @@ pub(super) fn removal(t: &Table, changes: &[Change], set: Option<&[usize]>) -> S
             }
         })
         .collect();
+    // Equal is not always the same (numeric 1.0 = 1.00, float -0 = 0, 'A' = 'a' of a
+    // case-insensitive type): of the rows equal to a group's old values, those also written
+    // the same way come first, so that the rows the source changed are the ones taken.
+    let exact: Vec<String> = (0..width)
+        .filter(|&i| t.equality[i] && matches[i] != Match::Null)
+        .map(|i| format!("x.{}::text IS NOT DISTINCT FROM d.c{i}::text", t.columns[i]))
+        .collect();
+    let order = match exact.is_empty() {
+        true => "x.ctid".to_string(),
+        false => format!("({}) DESC, x.ctid", exact.join(" AND ")),
+    };
     let head = format!(
         "WITH v ({}) AS (VALUES {}), \
-         m AS (SELECT x.ctid AS rid, d.g, row_number() OVER (PARTITION BY d.g ORDER BY x.ctid) AS n \
+         m AS (SELECT x.ctid AS rid, d.g, row_number() OVER (PARTITION BY d.g ORDER BY {order}) AS n \
          FROM {only} AS x JOIN (SELECT DISTINCT ON (g) * FROM v) AS d ON {})",
         names.join(", "),
         tuples.join(", "),
@@ -413,6 +425,11 @@ mod tests {
         assert!(s
             .sql
             .contains("ON x.\"a\" IS NOT DISTINCT FROM d.c0 AND x.\"b\"::text = d.c1::text)"));
+        // Of equal rows, those written like the old values first (json has no equality:
+        // it is compared by its text already).
+        assert!(s.sql.contains(
+            "ORDER BY (x.\"a\"::text IS NOT DISTINCT FROM d.c0::text) DESC, x.ctid) AS n"
+        ));
         assert!(s.sql.contains(
             "UPDATE ONLY \"public\".\"f\" AS x SET \"a\" = v.s0 FROM m JOIN v ON v.g = m.g AND v.n = m.n"
         ));
