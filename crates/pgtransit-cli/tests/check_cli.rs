@@ -424,3 +424,75 @@ fn no_password_in_any_output() {
         assert!(!all.contains("demo-"), "demo password printed by {args:?}");
     }
 }
+
+/// FULL identity under the native engine: a column without an equality operator is an
+/// error (the subscriber cannot find the rows), one whose equal values can be written
+/// differently a warning (it may change another equal row); the stream engine handles
+/// both, so neither is reported for a stream task.
+#[test]
+fn full_identity_columns_the_native_subscriber_cannot_match_exactly() {
+    let source = Builder::new().start().expect("source sandbox");
+    let target = Builder::new().start().expect("target sandbox");
+    for c in [&source, &target] {
+        c.create_database("shop").unwrap();
+    }
+    source
+        .psql(
+            "shop",
+            "CREATE DOMAIN money2 AS numeric(12, 2); \
+             CREATE TABLE amounts (a money2, b numrange[], n text); \
+             CREATE TABLE docs (d json, n text); \
+             CREATE TABLE plain (n text, i int); \
+             ALTER TABLE amounts REPLICA IDENTITY FULL; ALTER TABLE docs REPLICA IDENTITY FULL; \
+             ALTER TABLE plain REPLICA IDENTITY FULL;",
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (source.url("shop"), target.url("shop"));
+    for engine in ["native", "stream"] {
+        let task = dir.path().join(format!("{engine}.yml"));
+        std::fs::write(
+            &task,
+            format!("name: ri_{engine}\nsource: {src}\ntarget: {dst}\nengine: {engine}\n"),
+        )
+        .unwrap();
+        let out = pgtransit(&[
+            "check",
+            "replica-identity",
+            "-t",
+            task.to_str().unwrap(),
+            "--json",
+        ]);
+        let r = json(&out);
+        let inexact = finding(
+            &r,
+            "replica-identity.full-inexact",
+            "\"public\".\"amounts\"",
+        );
+        let no_eq = severity(
+            &r,
+            "replica-identity.full-without-equality",
+            "\"public\".\"docs\"",
+        );
+        if engine == "native" {
+            let f = inexact.expect("the inexact warning");
+            assert_eq!(f["severity"], "warning");
+            let msg = f["message"].as_str().unwrap();
+            assert!(
+                msg.contains("a money2") && msg.contains("b numrange[]"),
+                "{msg}"
+            );
+            assert!(!msg.contains("n text"), "{msg}");
+            assert_eq!(no_eq, Some("error".to_string()));
+            assert_eq!(out.status.code(), Some(3));
+        } else {
+            assert!(inexact.is_none() && no_eq.is_none(), "{r:#}");
+        }
+        for t in ["\"public\".\"plain\"", "\"public\".\"docs\""] {
+            assert!(
+                finding(&r, "replica-identity.full-inexact", t).is_none(),
+                "{t}"
+            );
+        }
+    }
+}

@@ -345,7 +345,10 @@ fn equal_but_differently_written_rows_change_the_one_the_source_changed() {
     assert_equal_tables(&p, &["public.num", "public.numt"]);
     assert_eq!(
         p.target
-            .psql(DB, "SELECT string_agg(x || ':' || f, ',' ORDER BY x::text) FROM num")
+            .psql(
+                DB,
+                "SELECT string_agg(x || ':' || f, ',' ORDER BY x::text) FROM num"
+            )
             .unwrap()
             .trim(),
         "1.0:5,1.000:6",

@@ -19,6 +19,12 @@ pub struct TableInfo {
     /// operator (json, point, xml, ...). PostgreSQL's own subscriber cannot match rows with
     /// them; the stream engine compares those columns by their text.
     pub full_without_equality: Vec<String>,
+    /// Under REPLICA IDENTITY FULL: the columns (`name type`) whose type has values equal
+    /// but written differently (numeric 1.0 = 1.00, float -0 = 0, interval '1 day' =
+    /// '24 hours', citext 'A' = 'a'), also inside arrays, ranges and domains. PostgreSQL's
+    /// own subscriber changes the first equal row it finds, which need not be the one the
+    /// source changed.
+    pub full_inexact: Vec<String>,
     /// Has an inheritance parent that is not a partitioned table.
     pub inherits: bool,
     pub has_primary_key: bool,
@@ -86,7 +92,18 @@ SELECT c.oid, n.nspname, c.relname, c.relkind::text, c.relpersistence::text, c.r
                AND (oc.opcintype = coalesce(e.oid, t.oid)
                     OR EXISTS (SELECT 1 FROM pg_cast k WHERE k.castsource = coalesce(e.oid, t.oid)
                                AND k.casttarget = oc.opcintype AND k.castmethod = 'b')))
-         ORDER BY a.attnum) ELSE '{}' END AS full_without_equality
+         ORDER BY a.attnum) ELSE '{}' END AS full_without_equality,
+       CASE WHEN c.relreplident = 'f' THEN ARRAY(
+         SELECT quote_ident(a.attname) || ' ' || format_type(a.atttypid, a.atttypmod)
+         FROM pg_attribute a
+         JOIN pg_type t0 ON t0.oid = a.atttypid
+         JOIN pg_type t ON t.oid = CASE WHEN t0.typtype = 'd' THEN t0.typbasetype ELSE t0.oid END
+         LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
+         LEFT JOIN pg_range r ON r.rngtypid = coalesce(e.oid, t.oid)
+         JOIN pg_type b ON b.oid = coalesce(r.rngsubtype, e.oid, t.oid)
+         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+           AND b.typname IN ('numeric', 'float4', 'float8', 'interval', 'citext')
+         ORDER BY a.attnum) ELSE '{}' END AS full_inexact
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p')
   AND c.relpersistence <> 't'
@@ -141,6 +158,7 @@ pub async fn list_tables(client: &Client) -> Result<Vec<TableInfo>, tokio_postgr
                     .get::<_, Option<Vec<String>>>(13)
                     .and_then(|v| Some((v.first()?.clone(), v.get(1)?.clone()))),
                 full_without_equality: r.get(14),
+                full_inexact: r.get(15),
                 candidates: vec![],
                 rejected: vec![],
             }

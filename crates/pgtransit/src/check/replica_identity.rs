@@ -183,6 +183,29 @@ pub fn check(ctx: &Context<'_>) -> (Vec<Finding>, Vec<TableRow>) {
             }
             findings.push(f);
         } else if t.replica_identity == 'f' {
+            if ctx.task.engine == crate::task::Engine::Native && !t.full_inexact.is_empty() {
+                let mut f = Finding::new(
+                    CHECK,
+                    "replica-identity.full-inexact",
+                    Severity::Warning,
+                    Side::Source,
+                    format!(
+                        "REPLICA IDENTITY FULL with column(s) whose equal values can be written \
+                         differently ({}; numeric 1.0 = 1.00, float -0 = 0, interval '1 day' = \
+                         '24 hours'): where the table holds such equal rows, PostgreSQL's subscriber \
+                         (the native engine) may update or delete another one than the source did, and \
+                         the target then differs without an error. Give the table a primary key or a \
+                         replica identity index, or use the stream engine, which takes the row written \
+                         like the source's",
+                        t.full_inexact.join(", ")
+                    ),
+                )
+                .object(t.qualified());
+                if let Some(fix) = use_index_fix(t) {
+                    f = f.fix(fix);
+                }
+                findings.push(f);
+            }
             let mut f = Finding::new(
                 CHECK,
                 "replica-identity.full",
