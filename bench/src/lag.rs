@@ -8,6 +8,10 @@
 //! delays (a starved heartbeat writer makes both sides old, not the apply late). The age of
 //! the applied heartbeat (now minus it) is kept too: it adds the writer's delays. (The
 //! worker's own metrics are published every 2 s, too coarse to sample at 100 ms.)
+//! Sampling starts once the target holds a heartbeat of this writer, and the load once the
+//! sampler samples: the first samples would otherwise measure the age of the heartbeat
+//! written at setup (which made every earlier run's maximum about 2.6 s for both engines).
+//! `--only stream|native` runs one engine; `--keep-samples DIR` keeps each run's samples.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -167,6 +171,25 @@ fn once(
         "UPDATE hb SET ts = clock_timestamp() WHERE id = 1",
         Stdio::null(),
     );
+    // The heartbeat the target holds was written at setup, seconds ago: until the first
+    // one of this writer arrives, a sample would measure the setup's age, not the lag.
+    // Sampling starts once the target has one (on an idle system, milliseconds).
+    let writer_started = source.psql(DB, "SELECT clock_timestamp()").unwrap();
+    let t = Instant::now();
+    while target
+        .psql(
+            DB,
+            &format!("SELECT ts > '{}' FROM hb", writer_started.trim()),
+        )
+        .map(|v| v.trim() != "t")
+        .unwrap_or(true)
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{engine}: no heartbeat arrives"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut sampler = every_100ms(
         &target,
         DB,
@@ -178,6 +201,19 @@ fn once(
          FROM hb, dblink('src', 'SELECT ts FROM hb') AS s(ts timestamptz)",
         Stdio::from(std::fs::File::create(&samples_file).unwrap()),
     );
+    // The load starts once the sampler samples (its dblink connection takes a moment).
+    let t = Instant::now();
+    while !std::fs::read_to_string(&samples_file)
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split_once(' ').is_some())
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{engine}: the sampler does not sample"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let out = run_ok(
         Command::new(source.client_program("pgbench"))
             .args([
@@ -211,6 +247,9 @@ fn once(
         .and_then(|v| v.split('/').next())
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
+    if let Some(keep) = crate::arg_text("--keep-samples") {
+        let _ = std::fs::copy(&samples_file, format!("{keep}/lag-{engine}-{run}.txt"));
+    }
     // Each sample line: the lag, then the heartbeat's age.
     let (mut lags, mut ages): (Vec<f64>, Vec<f64>) = std::fs::read_to_string(&samples_file)
         .unwrap_or_default()
@@ -262,6 +301,10 @@ pub fn run(
     let mut all = Vec::new();
     for run in 1..=runs {
         for engine in ["native", "stream"] {
+            // `--only stream` (or native): one engine, to try a change quickly.
+            if crate::arg_text("--only").is_some_and(|only| only != engine) {
+                continue;
+            }
             all.push(once(bin, &make, engine, load_secs, run));
         }
     }
@@ -270,7 +313,7 @@ pub fn run(
          pgbench -c4 -j2 (tpcb-like) on the source while the engine streams, each engine alone on a \
          fresh pair. Every 100 ms: how far the heartbeat row the target has applied is behind the \
          source's (a heartbeat written every 100 ms; see bench/src/lag.rs), and the applied \
-         heartbeat's age. Median of {runs} runs (the p99 of each run in brackets).\n\n| engine | \
+         heartbeat's age, from once the target holds a heartbeat of this run. Median of {runs} runs (the p99 of each run in brackets).\n\n| engine | \
          transactions | samples | lag p50 | lag p90 | lag p99 | lag max | heartbeat age p99 | caught \
          up after the load | worker peak RSS |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         std::thread::available_parallelism()
@@ -279,6 +322,9 @@ pub fn run(
     );
     for engine in ["native", "stream"] {
         let rs: Vec<&LagRun> = all.iter().filter(|r| r.engine == engine).collect();
+        if rs.is_empty() {
+            continue;
+        }
         let m = |f: fn(&LagRun) -> f64| median(rs.iter().map(|r| f(r)).collect());
         let each: Vec<String> = rs.iter().map(|r| format!("{:.2}", r.p99_seconds)).collect();
         let rss: Vec<f64> = rs.iter().filter_map(|r| r.worker_peak_rss_mib).collect();

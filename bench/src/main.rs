@@ -482,12 +482,16 @@ fn lag_bench(pgtransit: &Path) {
     write_results("lag", &md, &all);
 }
 
+/// The word after `name` on the command line.
+pub(crate) fn arg_text(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == name)?;
+    args.get(i + 1).cloned()
+}
+
 /// The number after `name` on the command line, else `default`.
 fn arg_value(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
+    arg_text(name)
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }

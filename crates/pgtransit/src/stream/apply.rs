@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use pgoutput::{Delete, Insert, OldTuple, Truncate, Tuple, Update, Value};
+use pgoutput::{Delete, Insert, OldTuple, Relation, Truncate, Tuple, Update, Value};
 use tokio_postgres::Statement;
 
 use super::full::{self, FullRun};
@@ -102,6 +102,8 @@ impl Waiting {
 
 pub struct Applier {
     pub tables: HashMap<u32, Arc<Table>>,
+    /// The description each table in `tables` was resolved from.
+    described: HashMap<u32, Relation>,
     /// Relations the target cannot take, with why: an error only once a change for one
     /// comes. (Publishing through the root, PostgreSQL 13 to 15 also describe the
     /// partition a change was made in, which need not exist on the target.)
@@ -141,6 +143,7 @@ impl Applier {
     pub fn new() -> Applier {
         Applier {
             tables: HashMap::new(),
+            described: HashMap::new(),
             unresolved: HashMap::new(),
             statements: HashMap::new(),
             waiting: Vec::new(),
@@ -161,17 +164,30 @@ impl Applier {
         self.waiting_rows = 0;
     }
 
+    /// Whether `r` describes a table exactly as the description it was resolved from.
+    /// The source sends a table's description again after any invalidation of its cache
+    /// entry, which an ANALYZE or a VACUUM of the table is enough for (every few seconds
+    /// under load). Resolving it again would hold the apply for a round of catalog queries
+    /// on the target each time, a stall PostgreSQL's own apply does not have: the same
+    /// description keeps the table and its prepared statements.
+    pub fn unchanged(&self, r: &Relation) -> bool {
+        self.tables.contains_key(&r.oid) && self.described.get(&r.oid) == Some(r)
+    }
+
     /// A new description of a table: its statements are built again.
-    pub fn set_table(&mut self, oid: u32, t: Table) {
+    pub fn set_table(&mut self, r: Relation, t: Table) {
+        let oid = r.oid;
         self.statements.retain(|(o, _), _| *o != oid);
         self.unresolved.remove(&oid);
         self.tables.insert(oid, Arc::new(t));
+        self.described.insert(oid, r);
     }
 
     /// A relation the target cannot take (`why`), until it is described again.
     pub fn set_unresolved(&mut self, oid: u32, why: String) {
         self.statements.retain(|(o, _), _| *o != oid);
         self.tables.remove(&oid);
+        self.described.remove(&oid);
         self.unresolved.insert(oid, why);
     }
 
@@ -1074,6 +1090,34 @@ mod tests {
             "DELETE FROM ONLY \"public\".\"t\" AS x USING (VALUES ($1::integer, 1), ($2::integer, 2), \
              ($3::integer, 3)) AS v(c0, o) WHERE x.\"id\" = v.c0 RETURNING v.o"
         );
+    }
+
+    #[test]
+    fn the_same_description_again_keeps_the_table_another_resolves_it_again() {
+        let r = Relation {
+            xid: None,
+            oid: 7,
+            namespace: "public".into(),
+            name: "t".into(),
+            replica_identity: b'd',
+            columns: vec![pgoutput::Column {
+                flags: 1,
+                name: "id".into(),
+                type_oid: 23,
+                type_modifier: -1,
+            }],
+        };
+        let mut a = Applier::new();
+        assert!(!a.unchanged(&r), "never resolved");
+        a.set_table(r.clone(), table());
+        assert!(a.unchanged(&r));
+        let full = Relation {
+            replica_identity: b'f',
+            ..r.clone()
+        };
+        assert!(!a.unchanged(&full), "the identity changed");
+        a.set_unresolved(7, "gone".into());
+        assert!(!a.unchanged(&r), "unresolved: resolved again");
     }
 
     #[test]

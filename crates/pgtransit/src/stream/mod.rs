@@ -670,9 +670,18 @@ async fn stream(
             }
             ReplicationEvent::KeepAlive { wal_end, .. } => {
                 run.source_end = run.source_end.max(wal_end.0);
+                // The source has sent all it has for now: a group waiting for more commits
+                // now. A worker that runs until stopped does not await the answer here:
+                // under load the source says so many times a second, and waiting each time
+                // for the target to finish all that is in flight would stop the reading as
+                // often (the answers are taken as they come, and all of them before the
+                // stream blocks for more). Running until a position, the answers are
+                // awaited, so that a position reached only by this message (WAL that
+                // publishes nothing) ends the run now, not at the next one.
+                let wait = until.is_some();
                 if group.is_some() {
-                    commit_group(p, repl, &mut group, run, true).await?;
-                } else if open.is_none() {
+                    commit_group(p, repl, &mut group, run, wait).await?;
+                } else if open.is_none() && wait {
                     p.drain().await.map_err(classify)?;
                     acknowledge(p, repl, run);
                 }
@@ -826,6 +835,7 @@ async fn apply_message(
     run: &mut Run,
 ) -> Result<(), Error> {
     match msg {
+        Message::Relation(r) if run.applier.unchanged(&r) => {}
         Message::Relation(r) => {
             // What is pending was built for the table as it was described before.
             run.applier.flush(p).await?;
@@ -837,7 +847,7 @@ async fn apply_message(
                 t => t,
             };
             match t {
-                Ok(t) => run.applier.set_table(r.oid, t),
+                Ok(t) => run.applier.set_table(r, t),
                 // A lost connection is retried; a table the target cannot take is an error
                 // when (and only when) a change for it comes.
                 Err(e) if e.kind == ErrorKind::Lost => return Err(e),
