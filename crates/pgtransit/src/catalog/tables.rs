@@ -78,33 +78,33 @@ SELECT c.oid, n.nspname, c.relname, c.relkind::text, c.relpersistence::text, c.r
           JOIN pg_class rc ON rc.oid = up.r JOIN pg_namespace rn ON rn.oid = rc.relnamespace
           ORDER BY up.depth DESC LIMIT 1)
        END AS partition_root,
-       CASE WHEN c.relreplident = 'f' THEN ARRAY(
-         SELECT quote_ident(a.attname) || ' ' || format_type(a.atttypid, a.atttypmod)
-         FROM pg_attribute a
-         JOIN pg_type t0 ON t0.oid = a.atttypid
-         JOIN pg_type t ON t.oid = CASE WHEN t0.typtype = 'd' THEN t0.typbasetype ELSE t0.oid END
-         LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
-         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-           AND coalesce(e.typtype, t.typtype) NOT IN ('e', 'r', 'm', 'c')
-           AND NOT EXISTS (
+       coalesce(fc.without_equality, '{}') AS full_without_equality,
+       coalesce(fc.inexact, '{}') AS full_inexact
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+-- Under REPLICA IDENTITY FULL, the columns (name and type) that a subscriber cannot
+-- match, and those it cannot match exactly. A domain is taken by its base type, an array
+-- by its element, a range by its subtype (for the second list).
+LEFT JOIN LATERAL (
+  SELECT array_agg(f.col ORDER BY f.attnum) FILTER (WHERE NOT f.has_equality) AS without_equality,
+         array_agg(f.col ORDER BY f.attnum) FILTER (WHERE f.inexact) AS inexact
+  FROM (
+    SELECT a.attnum, quote_ident(a.attname) || ' ' || format_type(a.atttypid, a.atttypmod) AS col,
+           coalesce(e.typtype, t.typtype) IN ('e', 'r', 'm', 'c') OR EXISTS (
              SELECT 1 FROM pg_opclass oc JOIN pg_am am ON am.oid = oc.opcmethod
              WHERE oc.opcdefault AND am.amname IN ('btree', 'hash')
                AND (oc.opcintype = coalesce(e.oid, t.oid)
                     OR EXISTS (SELECT 1 FROM pg_cast k WHERE k.castsource = coalesce(e.oid, t.oid)
-                               AND k.casttarget = oc.opcintype AND k.castmethod = 'b')))
-         ORDER BY a.attnum) ELSE '{}' END AS full_without_equality,
-       CASE WHEN c.relreplident = 'f' THEN ARRAY(
-         SELECT quote_ident(a.attname) || ' ' || format_type(a.atttypid, a.atttypmod)
-         FROM pg_attribute a
-         JOIN pg_type t0 ON t0.oid = a.atttypid
-         JOIN pg_type t ON t.oid = CASE WHEN t0.typtype = 'd' THEN t0.typbasetype ELSE t0.oid END
-         LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
-         LEFT JOIN pg_range r ON r.rngtypid = coalesce(e.oid, t.oid)
-         JOIN pg_type b ON b.oid = coalesce(r.rngsubtype, e.oid, t.oid)
-         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-           AND b.typname IN ('numeric', 'float4', 'float8', 'interval', 'citext')
-         ORDER BY a.attnum) ELSE '{}' END AS full_inexact
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                               AND k.casttarget = oc.opcintype AND k.castmethod = 'b'))) AS has_equality,
+           b.typname IN ('numeric', 'float4', 'float8', 'interval', 'citext') AS inexact
+    FROM pg_attribute a
+    JOIN pg_type t0 ON t0.oid = a.atttypid
+    JOIN pg_type t ON t.oid = CASE WHEN t0.typtype = 'd' THEN t0.typbasetype ELSE t0.oid END
+    LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
+    LEFT JOIN pg_range r ON r.rngtypid = coalesce(e.oid, t.oid)
+    JOIN pg_type b ON b.oid = coalesce(r.rngsubtype, e.oid, t.oid)
+    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+  ) f
+) fc ON c.relreplident = 'f'
 WHERE c.relkind IN ('r', 'p')
   AND c.relpersistence <> 't'
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
