@@ -442,44 +442,39 @@ fn report(o: &Options, runs: &[Run], size: &str, big_size: &str, _max_jobs: u32)
 
 /// `--apply [--rows N] [--load-secs N] [--runs N]`: see apply.rs.
 fn apply_bench(pgtransit: &Path) {
-    let (all, md) = apply::run(
-        pgtransit,
-        || (cluster("source"), cluster("target")),
-        arg_value("--rows", 1_000_000),
-        arg_value("--load-secs", 60),
-        arg_value("--runs", 3) as usize,
-    );
-    write_results("apply", &md, &all);
+    let rows = arg_value("--rows", 1_000_000);
+    repeated_bench("apply", 60, |make, load, runs| {
+        apply::run(pgtransit, make, rows, load, runs)
+    });
 }
 
 /// `--drain [--load-secs N] [--runs N]`: see drain.rs.
 fn drain_bench(pgtransit: &Path) {
-    let (load, runs) = (
-        arg_value("--load-secs", 30),
-        arg_value("--runs", 3) as usize,
-    );
-    let (all, md) = drain::run(
-        pgtransit,
-        || (cluster("source"), cluster("target")),
-        load,
-        runs,
-    );
-    write_results("drain", &md, &all);
+    repeated_bench("drain", 30, |make, load, runs| {
+        drain::run(pgtransit, make, load, runs)
+    });
 }
 
 /// `--lag [--load-secs N] [--runs N]`: see lag.rs.
 fn lag_bench(pgtransit: &Path) {
-    let (load, runs) = (
-        arg_value("--load-secs", 60),
+    repeated_bench("lag", 60, |make, load, runs| {
+        lag::run(pgtransit, make, load, runs)
+    });
+}
+
+/// A bench mode that repeats a load of `--load-secs` (else `default_load`) `--runs` times
+/// (else 3) on fresh sandbox pairs; its runs and table go to bench/results/NAME-latest.
+fn repeated_bench<R: Serialize>(
+    name: &str,
+    default_load: u64,
+    run: impl FnOnce(fn() -> (Cluster, Cluster), u64, usize) -> (Vec<R>, String),
+) {
+    let (all, md) = run(
+        || (cluster("source"), cluster("target")),
+        arg_value("--load-secs", default_load),
         arg_value("--runs", 3) as usize,
     );
-    let (all, md) = lag::run(
-        pgtransit,
-        || (cluster("source"), cluster("target")),
-        load,
-        runs,
-    );
-    write_results("lag", &md, &all);
+    write_results(name, &md, &all);
 }
 
 /// The word after `name` on the command line.

@@ -101,6 +101,14 @@ fn fix_statement(t: &TableInfo) -> String {
     }
 }
 
+/// `f` with `use_index_fix` as its fix, when the table has a candidate index.
+fn with_index_fix(f: Finding, t: &TableInfo) -> Finding {
+    match use_index_fix(t) {
+        Some(fix) => f.fix(fix),
+        None => f,
+    }
+}
+
 /// `REPLICA IDENTITY USING INDEX` the best candidate index, when the table has one.
 fn use_index_fix(t: &TableInfo) -> Option<String> {
     t.candidates.first().map(|idx| {
@@ -163,7 +171,7 @@ pub fn check(ctx: &Context<'_>) -> (Vec<Finding>, Vec<TableRow>) {
             && ctx.task.engine == crate::task::Engine::Native
             && !t.full_without_equality.is_empty()
         {
-            let mut f = Finding::new(
+            let f = Finding::new(
                 CHECK,
                 "replica-identity.full-without-equality",
                 Severity::Error,
@@ -178,13 +186,10 @@ pub fn check(ctx: &Context<'_>) -> (Vec<Finding>, Vec<TableRow>) {
                 ),
             )
             .object(t.qualified());
-            if let Some(fix) = use_index_fix(t) {
-                f = f.fix(fix);
-            }
-            findings.push(f);
+            findings.push(with_index_fix(f, t));
         } else if t.replica_identity == 'f' {
             if ctx.task.engine == crate::task::Engine::Native && !t.full_inexact.is_empty() {
-                let mut f = Finding::new(
+                let f = Finding::new(
                     CHECK,
                     "replica-identity.full-inexact",
                     Severity::Warning,
@@ -201,12 +206,9 @@ pub fn check(ctx: &Context<'_>) -> (Vec<Finding>, Vec<TableRow>) {
                     ),
                 )
                 .object(t.qualified());
-                if let Some(fix) = use_index_fix(t) {
-                    f = f.fix(fix);
-                }
-                findings.push(f);
+                findings.push(with_index_fix(f, t));
             }
-            let mut f = Finding::new(
+            let f = Finding::new(
                 CHECK,
                 "replica-identity.full",
                 Severity::Warning,
@@ -218,10 +220,7 @@ pub fn check(ctx: &Context<'_>) -> (Vec<Finding>, Vec<TableRow>) {
                 ),
             )
             .object(t.qualified());
-            if let Some(fix) = use_index_fix(t) {
-                f = f.fix(fix);
-            }
-            findings.push(f);
+            findings.push(with_index_fix(f, t));
         }
     }
     (findings, rows)

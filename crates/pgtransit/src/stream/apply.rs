@@ -683,13 +683,14 @@ impl Applier {
         let t = Arc::clone(self.table(oid)?);
         let width = t.columns.len();
         let parts = run.into_parts();
+        // Per row: the old values, group and number, and for an update the new values.
         let removals = [
-            (parts.deletes, width + 2, "deleting from"),
-            (parts.updates, 2 * width + 2, "updating"),
+            (parts.deletes, false, width + 2, "deleting from"),
+            (parts.updates, true, 2 * width + 2, "updating"),
         ];
-        for (changes, params_per_row, what) in removals {
+        for (changes, updates, params_per_row, what) in removals {
             for chunk in changes.chunks(rows_per_statement(params_per_row)) {
-                let set = (what == "updating").then(|| full::written(&t, chunk));
+                let set = updates.then(|| full::written(&t, chunk));
                 let s = full::removal(&t, chunk, set.as_deref());
                 let expected = chunk
                     .iter()

@@ -145,7 +145,10 @@ pub async fn resolve(
     if !full_identity {
         check_identity(target, version, relid, &name, &source_key).await?;
     }
-    let batch_updates = !unique_beyond_key(target, version, relid, &source_key).await?;
+    // Under FULL identity every column is the key: there, any unique index or exclusion
+    // constraint counts (and keyed batches of updates are not used).
+    let key: &[&str] = if full_identity { &[] } else { &source_key };
+    let unique_beyond = unique_beyond_key(target, version, relid, key).await?;
     let mut equality = Vec::with_capacity(target_cols.len());
     for row in &target_cols {
         equality.push(has_equality(target, row.get(5), equality_cache).await?);
@@ -155,10 +158,7 @@ pub async fn resolve(
         None => (None, None),
     };
     let partitioned = relkind == "p";
-    let batch_full = full_identity
-        && !fires
-        && !partitioned
-        && !unique_beyond_key(target, version, relid, &[]).await?;
+    let batch_full = full_identity && !fires && !partitioned && !unique_beyond;
     Ok(Table {
         only_name: if partitioned {
             name.clone()
@@ -182,7 +182,7 @@ pub async fn resolve(
         copied_until,
         idempotent_until,
         foldable: !fires,
-        batch_updates,
+        batch_updates: !unique_beyond,
         batch_full,
     })
 }
